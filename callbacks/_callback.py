@@ -1,0 +1,137 @@
+"""The callback base class: explicit, typed no-op hooks.
+
+The trainer calls the hooks in this order::
+
+    setup -> on_fit_start -> (on_load_checkpoint when resuming) -> on_train_start
+      -> for every step, after the fused chunk that ran it: on_train_batch_end
+      -> on_train_end -> on_fit_end -> teardown
+
+``on_exception`` runs when training raises (then ``teardown``, then the exception propagates).
+``on_save_checkpoint`` runs when a checkpoint is written. Callbacks are called in the order
+given to the trainer, built-in trackers first.
+
+A callback stops training by calling ``trainer.stop(reason)`` (which sets
+``trainer.should_stop``); hooks never return decisions.
+
+Two declarations shape the fused loop:
+
+* :meth:`Callback.in_graph` returns quantities computed *inside* the compiled step at an
+  interval (their values arrive in ``StepMetrics.values`` at the steps they were recorded);
+* :meth:`Callback.sync_every` asks for a chunk boundary every ``n`` steps, where
+  ``trainer.state`` is the live state after that step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from jno_flax import Expr, Problem
+    from jno_flax.trainers import Trainer
+
+
+@dataclass(frozen=True)
+class InGraph:
+    """A quantity computed inside the fused step at every step ``s`` with ``s % interval == 0``.
+
+    Attributes:
+        name: unique name (also the ``History.trackers`` key and the TensorBoard tag).
+        expr: the expression to evaluate with the parameters that step ``s`` used.
+        interval: recording period in steps.
+    """
+
+    name: str
+    expr: "Expr"
+    interval: int = 1
+
+
+@dataclass
+class StepMetrics:
+    """What one step produced, handed to ``on_train_batch_end``.
+
+    Attributes:
+        step: the step index (0-based; the step that used the parameters after ``step`` updates).
+        loss: total loss of the step.
+        losses: ``{constraint name: loss}``.
+        values: in-graph quantities recorded at this step ``{name: value}`` (scalars as floats,
+            arrays as numpy arrays); only those whose interval divides ``step``.
+        last_in_chunk: True for the last step of a fused chunk; then ``trainer.state`` is
+            the live state after this step.
+    """
+
+    step: int
+    loss: float
+    losses: dict[str, float]
+    values: dict[str, Any] = field(default_factory=dict)
+    last_in_chunk: bool = False
+
+    def get(self, name: str) -> Any:
+        """``"loss"``, a constraint name or a quantity name recorded at this step."""
+        if name == "loss":
+            return self.loss
+        if name in self.losses:
+            return self.losses[name]
+        return self.values.get(name, np.nan)
+
+
+class Callback:
+    """Base class of trainer callbacks; override the hooks you need."""
+
+    @property
+    def state_key(self) -> str:
+        """Key of this callback's ``state_dict`` in checkpoints (unique per trainer)."""
+        return type(self).__qualname__
+
+    # ------------------------------------------------------------------ declarations
+    def in_graph(self, trainer: "Trainer", problem: "Problem") -> Sequence[InGraph]:
+        """Quantities to compute inside the fused step; called once at fit start."""
+        return ()
+
+    def sync_every(self, trainer: "Trainer") -> int | None:
+        """Ask for a chunk boundary after every ``n``-th step (live state), or ``None``."""
+        return None
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
+        """Runs first in ``fit`` (``stage="fit"``), before anything is compiled."""
+
+    def on_fit_start(self, trainer: "Trainer", problem: "Problem") -> None:
+        """Runs when ``fit`` starts, after ``setup``; ``trainer.state`` exists."""
+
+    def on_train_start(self, trainer: "Trainer", problem: "Problem") -> None:
+        """Runs right before the first chunk; ``trainer.global_step`` is the start step."""
+
+    def on_train_batch_end(self, trainer: "Trainer", problem: "Problem",
+                           metrics: StepMetrics) -> None:
+        """Runs once per step, in step order, after the chunk that ran the step."""
+
+    def on_train_end(self, trainer: "Trainer", problem: "Problem") -> None:
+        """Runs after the last chunk (also after a stop); ``trainer.state`` is final."""
+
+    def on_fit_end(self, trainer: "Trainer", problem: "Problem") -> None:
+        """Runs at the end of a successful ``fit``, after the models are updated."""
+
+    def on_exception(self, trainer: "Trainer", problem: "Problem",
+                     exception: BaseException) -> None:
+        """Runs when training raises ``exception`` (before it propagates)."""
+
+    def on_save_checkpoint(self, trainer: "Trainer", problem: "Problem",
+                           checkpoint: dict[str, Any]) -> None:
+        """Runs when a checkpoint is written; may add JSON-serialisable entries."""
+
+    def on_load_checkpoint(self, trainer: "Trainer", problem: "Problem",
+                           checkpoint: dict[str, Any]) -> None:
+        """Runs when training resumes from ``checkpoint``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """This callback's state to checkpoint (JSON-serialisable)."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state returned by :meth:`state_dict`."""
+
+    def teardown(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
+        """Runs last in ``fit``, also after an exception."""

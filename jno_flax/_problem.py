@@ -1,0 +1,189 @@
+"""The problem: constraints and trackers collected from expressions (``jno.core``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jno_flax._evaluate import Evaluator, Registry, walk
+from jno_flax._expr import Expr, _fmt_shape, as_expr
+from jno_flax._pointset import PointSet, Variable
+from jno_flax._tracker import Tracker
+from jno_flax._trainable import Model, Parameter, Trainable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from jno_flax.trainers import History, TrainState
+
+
+class Problem:
+    """Constraints (scalar loss terms) and trackers, with the models they train.
+
+    Build it with :func:`core`. ``solve(steps)`` trains (continuing from where the last
+    ``solve``/``fit`` stopped); ``eval`` evaluates any expression with the current weights.
+
+    Attributes:
+        constraints: ``{name: scalar expression}``; the total loss is their sum.
+        trackers: ``{name: Tracker}``.
+        registry: names of the trainables and point sets used.
+        state: the latest ``TrainState`` (``None`` before training).
+        history: the ``History`` of all training so far (``None`` before training).
+    """
+
+    def __init__(self, items: Sequence[Expr | Tracker]):
+        if isinstance(items, (Expr, Tracker)):
+            items = [items]
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(f"`constraints` must be a list of scalar expressions and trackers, "
+                            f"got {type(items).__name__}.")
+        if not items:
+            raise ValueError("`constraints` is empty: pass at least one scalar loss term, "
+                             "e.g. `jno.core([pde.mse, bc.mse])`.")
+        self.constraints: dict[str, Expr] = {}
+        self.trackers: dict[str, Tracker] = {}
+        for i, item in enumerate(items):
+            if isinstance(item, Tracker):
+                self._add(self.trackers, item.given_name or f"tracker_{len(self.trackers)}",
+                          item)
+            elif isinstance(item, Expr):
+                if item.pointset is not None or item.shape != ():
+                    raise ValueError(
+                        f"`constraints[{i}]` must be a scalar loss term, got {item!r} of shape "
+                        f"{_fmt_shape(item.value_shape)}. Reduce it, e.g. `residual.mse`."
+                    )
+                self._add(self.constraints,
+                          item.given_name or f"loss_{len(self.constraints)}", item)
+            else:
+                raise TypeError(f"`constraints[{i}]` must be an expression or a tracker, got "
+                                f"{type(item).__name__}: {item!r}.")
+        if not self.constraints:
+            raise ValueError("`constraints` holds only trackers; at least one loss term is "
+                             "needed to train.")
+        self.registry = Registry(self.outputs)
+        self.state: "TrainState | None" = None
+        self.history: "History | None" = None
+        self._eval_cache: dict[Any, Any] = {}
+
+    def _add(self, table: dict, name: str, item) -> None:
+        if name in self.constraints or name in self.trackers:
+            raise ValueError(f"the name {name!r} is used twice among constraints and trackers; "
+                             "names must be unique (use `.name(...)`).")
+        table[name] = item
+
+    # ------------------------------------------------------------------ description
+    @property
+    def outputs(self) -> list[Expr]:
+        return list(self.constraints.values()) + [t.expr for t in self.trackers.values()]
+
+    @property
+    def trainables(self) -> list[Trainable]:
+        return list(self.registry.trainables)
+
+    @property
+    def models(self) -> dict[str, Model]:
+        return {self.registry.name(t): t for t in self.registry.trainables
+                if isinstance(t, Model)}
+
+    @property
+    def parameters(self) -> dict[str, Parameter]:
+        return {self.registry.name(t): t for t in self.registry.trainables
+                if isinstance(t, Parameter)}
+
+    @property
+    def global_step(self) -> int:
+        """Steps trained so far."""
+        return 0 if self.state is None else int(self.state.step)
+
+    def __repr__(self) -> str:
+        return (f"<Problem constraints={list(self.constraints)} trackers={list(self.trackers)} "
+                f"trainables={[self.registry.name(t) for t in self.trainables]}>")
+
+    # ------------------------------------------------------------------ training
+    def solve(self, steps: int, **trainer_kwargs) -> "History":
+        """Train ``steps`` more steps: ``Trainer(max_steps=global_step + steps, **kw).fit(self)``."""
+        from jno_flax.trainers import Trainer
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps <= 0:
+            raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
+        return Trainer(max_steps=self.global_step + int(steps), **trainer_kwargs).fit(self)
+
+    # ------------------------------------------------------------------ evaluation
+    def eval(self, exprs, inputs: dict[Variable, Any] | None = None):
+        """Evaluate expressions with the current weights.
+
+        Args:
+            exprs: an expression (or tracker, or trainable parameter) or a list of them.
+            inputs: optional ``{variable: array}`` giving other points for the variables of a
+                point set (every coordinate of that set), each ``(N, 1)`` or ``(1, N, 1)``.
+
+        Returns:
+            One array (fields ``(1, N, D)``) or a list of arrays, like ``exprs``.
+        """
+        single = not isinstance(exprs, (list, tuple))
+        items = [exprs] if single else list(exprs)
+        nodes = [it.expr if isinstance(it, Tracker) else as_expr(it, "exprs") for it in items]
+        registry = Registry(self.outputs + nodes)
+        batch = registry.batch()
+        batch.update(self._input_batch(registry, nodes, inputs or {}))
+        key = tuple(id(n) for n in nodes) + tuple(sorted(batch))
+        fn = self._eval_cache.get(key)
+        if fn is None:
+            def fn(params, batch):
+                ev = Evaluator(registry, params, batch, nodes)
+                return [ev.value(n) for n in nodes]
+            fn = jax.jit(fn)
+            self._eval_cache[key] = fn
+        values = fn(registry.params(), batch)
+        return values[0] if single else values
+
+    def _input_batch(self, registry: Registry, nodes: list[Expr], inputs: dict) -> dict:
+        if not isinstance(inputs, dict):
+            raise TypeError(f"`inputs` must be a dict {{variable: array}}, got "
+                            f"{type(inputs).__name__}.")
+        by_set: dict[int, tuple[PointSet, dict[int, np.ndarray]]] = {}
+        for var, arr in inputs.items():
+            if not isinstance(var, Variable):
+                raise TypeError(f"`inputs` keys must be variables from `domain.variable(...)`, "
+                                f"got {var!r}.")
+            a = np.asarray(arr)
+            if a.ndim == 3 and a.shape[0] == 1:
+                a = a[0]
+            if a.ndim != 2 or a.shape[1] != 1:
+                raise ValueError(f"`inputs[{var.symbol}]` must have shape (N, 1) or (1, N, 1), "
+                                 f"got {a.shape}.")
+            by_set.setdefault(id(var.pointset), (var.pointset, {}))[1][var.column] = a[:, 0]
+        used_columns: dict[int, set[int]] = {}
+        for node in walk(nodes):
+            if isinstance(node, Variable):
+                used_columns.setdefault(id(node.pointset), set()).add(node.column)
+        out = {}
+        dtype = jnp.zeros(()).dtype
+        for pid, (ps, cols) in by_set.items():
+            sizes = {c: len(v) for c, v in cols.items()}
+            if len(set(sizes.values())) > 1:
+                shown = {ps.variables()[c].symbol if c < ps.n_coords else c: n
+                         for c, n in sizes.items()}
+                raise ValueError(f"`inputs` for {ps.describe()} disagree in their number of "
+                                 f"points: {shown}; give every variable the same N.")
+            needed = set(range(ps.n_coords)) | used_columns.get(pid, set())
+            missing = sorted(needed - set(cols))
+            if missing:
+                names = [ps.variables()[c].symbol if c < ps.n_coords else f"column {c}"
+                         for c in missing]
+                raise ValueError(f"`inputs` for {ps.describe()} miss {names}; give every "
+                                 "coordinate of that point set (and any normals used).")
+            n = next(iter(sizes.values()))
+            full = np.zeros((n, ps.array.shape[1]))
+            for c, v in cols.items():
+                full[:, c] = v
+            out[registry.key(ps)] = jnp.asarray(full, dtype)
+        return out
+
+
+def core(constraints: Sequence[Expr | Tracker]) -> Problem:
+    """Collect scalar loss terms and trackers into a :class:`Problem`.
+
+    >>> crux = jno.core([pde.mse, bc.mse, tracker(err, interval=100)])
+    """
+    return Problem(constraints)

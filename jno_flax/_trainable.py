@@ -1,0 +1,200 @@
+"""Trainable things: wrapped NNX modules (:class:`Model`) and scalar/array parameters."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jno_flax._expr import Expr, _common_pointset, _fmt_shape, as_expr
+
+
+def _check_tx(tx: Any) -> optax.GradientTransformation:
+    if not (hasattr(tx, "init") and hasattr(tx, "update") and callable(tx.init)
+            and callable(tx.update)):
+        raise TypeError(
+            f"`tx` must be an optax GradientTransformation (e.g. `optax.adam(1e-3)`), got "
+            f"{type(tx).__name__}: {tx!r}."
+        )
+    return tx
+
+
+class Trainable:
+    """Common behaviour of models and parameters: an NNX module, an optimizer, freezing.
+
+    Attributes:
+        module: the live ``nnx.Module``; updated in place after each ``fit``/``solve``.
+        tx: the optax transform (``None``: the trainer's default, ``optax.adam(1e-3)``).
+        frozen: frozen trainables keep their values during training.
+    """
+
+    kind = "trainable"
+
+    def __init__(self, module: nnx.Module, name: str | None):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"`name` must be a non-empty string or None, got {name!r}.")
+        self.module = module
+        self.user_name = name
+        self.tx: optax.GradientTransformation | None = None
+        self.frozen = False
+
+    def optimizer(self, tx: optax.GradientTransformation) -> "Trainable":
+        """Train this with the optax transform ``tx``; returns ``self``."""
+        self.tx = _check_tx(tx)
+        return self
+
+    def freeze(self) -> "Trainable":
+        """Keep the current values during training (no gradient, no update)."""
+        self.frozen = True
+        return self
+
+    def unfreeze(self) -> "Trainable":
+        self.frozen = False
+        return self
+
+    def split(self):
+        """``(graphdef, params, rest)``: the NNX split on ``nnx.Param``."""
+        return nnx.split(self.module, nnx.Param, ...)
+
+    def params(self) -> nnx.State:
+        return nnx.state(self.module, nnx.Param)
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(x.size) for x in jax.tree.leaves(self.params()))
+
+
+class Model(Trainable):
+    """An ``nnx.Module`` used in expressions: ``model(x, y)`` is a field.
+
+    The inputs are concatenated on their last axis; per point the module receives an unbatched
+    ``(d_in,)`` vector and must return ``(d_out,)``.
+    """
+
+    kind = "model"
+
+    def __call__(self, *args: Any) -> Expr:
+        if not args:
+            raise TypeError("a model call needs at least one input expression, got none.")
+        return ModelCall(self, [as_expr(a, "model input") for a in args])
+
+    def __repr__(self) -> str:
+        return f"<Model {self.user_name or type(self.module).__name__}: {self.num_params} params>"
+
+
+def wrap(module: nnx.Module, name: str | None = None) -> Model:
+    """Wrap any ``nnx.Module`` mapping ``(..., d_in) -> (..., d_out)`` for use in expressions.
+
+    >>> net = wrap(MLP(2, 1, hidden=16, depth=2, rngs=nnx.Rngs(0)), name="u")
+    """
+    if not isinstance(module, nnx.Module):
+        raise TypeError(
+            f"`module` must be a flax.nnx.Module, got {type(module).__name__}: {module!r}. "
+            "Build the network with flax.nnx (e.g. `jno.nn.MLP`) and pass the instance."
+        )
+    return Model(module, name)
+
+
+class ModelCall(Expr):
+    """``model(*inputs)``: per point on fields, or on whole arrays for global inputs."""
+
+    def __init__(self, model: Model, inputs: list[Expr]):
+        self.model = model
+        ps = _common_pointset(inputs, "model input")
+        pointwise = ps is not None and all(c.pointset is not None or len(c.shape) <= 1
+                                           for c in inputs)
+        for c in inputs:
+            if pointwise and len(c.shape) != 1:
+                raise ValueError(
+                    f"model inputs must be fields of shape (D,) per point; got {c!r}."
+                )
+        in_shapes = [c.shape if pointwise else c.value_shape for c in inputs]
+        d_in = sum(s[-1] if s else 1 for s in in_shapes)
+        lead = () if pointwise else in_shapes[0][:-1]
+        graphdef, params, rest = model.split()
+        try:
+            out = jax.eval_shape(lambda p, z: nnx.merge(graphdef, p, rest)(z), params,
+                                 jax.ShapeDtypeStruct(lead + (d_in,), inputs[0].dtype))
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"calling {model!r} on an input with {d_in} features failed: {err}"
+            ) from None
+        if out.ndim < 1:
+            raise ValueError(f"{model!r} must return at least a 1-D output (..., d_out), "
+                             f"got shape {_fmt_shape(out.shape)}.")
+        shape = out.shape if pointwise else out.shape
+        super().__init__(inputs, ps if pointwise else None, shape, out.dtype,
+                         f"{model.user_name or 'model'}(...)")
+
+    def _concat(self, values):
+        return jnp.concatenate([jnp.reshape(v, v.shape or (1,)) for v in values], axis=-1)
+
+    def point_eval(self, ctx):
+        return ctx.module(self.model)(self._concat([ctx.value(c) for c in self.children]))
+
+    def global_eval(self, ev):
+        return ev.module(self.model)(self._concat([ev.value(c) for c in self.children]))
+
+
+class ParameterModule(nnx.Module):
+    """The tiny NNX module behind :func:`parameter`: one ``nnx.Param`` named ``value``."""
+
+    def __init__(self, value: jax.Array):
+        self.value = nnx.Param(value)
+
+
+class Parameter(Trainable, Expr):
+    """A trainable array that is also an expression (global, of its declared shape)."""
+
+    kind = "parameter"
+
+    def __init__(self, value: jax.Array, name: str | None):
+        Trainable.__init__(self, ParameterModule(value), name)
+        Expr.__init__(self, (), None, value.shape, value.dtype, name or "parameter")
+
+    def global_eval(self, ev):
+        return ev.module(self).value[...]
+
+    def __repr__(self) -> str:
+        return f"<Parameter {self.user_name or ''} shape={_fmt_shape(self.shape)}>"
+
+    # Trainable.name would clash with Expr.name: keep the Expr meaning (naming a node) and
+    # give parameters their name at construction.
+
+
+def parameter(shape, key: jax.Array | None = None, name: str | None = None,
+              init: Callable | Any | None = None, dtype=None) -> Parameter:
+    """A trainable array usable in any expression (inverse problems).
+
+    Args:
+        shape: the parameter's shape, e.g. ``(1,)`` or ``()``.
+        key: PRNG key for ``init`` when it is an initializer ``init(key, shape, dtype)``.
+        name: name used in checkpoints and logs (default ``param_<k>``).
+        init: ``None`` (zeros), an array/number (the initial value), or an initializer.
+
+    >>> a = parameter((1,), name="a").optimizer(optax.adam(1e-2))
+    """
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not (isinstance(shape, tuple) and all(isinstance(s, int) and not isinstance(s, bool)
+                                             and s > 0 for s in shape)):
+        raise ValueError(
+            f"`shape` must be a tuple of positive integers such as (1,) or (3,), got {shape!r}."
+        )
+    dtype = dtype or jnp.zeros(()).dtype
+    if init is None:
+        value = jnp.zeros(shape, dtype)
+    elif callable(init):
+        if key is None:
+            raise ValueError("`key` is required when `init` is an initializer function.")
+        value = jnp.asarray(init(key, shape, dtype))
+    else:
+        value = jnp.broadcast_to(jnp.asarray(init, dtype), shape) if jnp.ndim(init) == 0 \
+            else jnp.asarray(init, dtype)
+    if value.shape != shape:
+        raise ValueError(f"`init` gives shape {_fmt_shape(value.shape)}, but `shape` is "
+                         f"{_fmt_shape(shape)}.")
+    return Parameter(value, name)

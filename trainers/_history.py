@@ -1,0 +1,164 @@
+"""The record of a training run: every step's losses and every tracked quantity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Series:
+    """Values of one tracked quantity with the true step index of each value.
+
+    Attributes:
+        steps: ``(K,)`` int array of the steps at which the value was recorded.
+        values: ``(K, *shape)`` array.
+    """
+
+    steps: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+class _Column:
+    """An append-only column stored as chunks, concatenated on read."""
+
+    def __init__(self):
+        self._parts: list[np.ndarray] = []
+        self._joined: np.ndarray | None = None
+
+    def append(self, values: np.ndarray) -> None:
+        self._parts.append(np.asarray(values))
+        self._joined = None
+
+    def array(self) -> np.ndarray:
+        if self._joined is None:
+            self._joined = (np.concatenate(self._parts) if self._parts
+                            else np.zeros((0,), np.float32))
+            self._parts = [self._joined] if self._parts else []
+        return self._joined
+
+
+class History:
+    """Steps, total loss, per-constraint losses and tracked quantities of all training so far.
+
+    Attributes:
+        steps: ``(S,)`` every step run, in order.
+        total_loss: ``(S,)`` total loss of each step.
+        losses: ``{constraint name: (S,)}``.
+        trackers: ``{name: Series}`` for trackers and other in-graph quantities.
+        wall_time: seconds spent in ``fit`` (compilation included).
+        stop_reason: why the last ``fit`` stopped early, if it did.
+    """
+
+    def __init__(self, constraint_names: list[str]):
+        self._steps = _Column()
+        self._total = _Column()
+        self._losses = {name: _Column() for name in constraint_names}
+        self._trackers: dict[str, tuple[_Column, _Column]] = {}
+        self.wall_time = 0.0
+        self.stop_reason: str | None = None
+
+    # ------------------------------------------------------------------ writing
+    def record_steps(self, steps: np.ndarray, total: np.ndarray,
+                     losses: dict[str, np.ndarray]) -> None:
+        if losses.keys() != self._losses.keys():
+            raise ValueError(f"losses {sorted(losses)} do not match the history's constraints "
+                             f"{sorted(self._losses)}.")
+        self._steps.append(steps)
+        self._total.append(total)
+        for name, col in self._losses.items():
+            col.append(losses[name])
+
+    def record_values(self, name: str, steps: np.ndarray, values: np.ndarray) -> None:
+        if len(steps) == 0:
+            return
+        steps_col, values_col = self._trackers.setdefault(name, (_Column(), _Column()))
+        steps_col.append(steps)
+        values_col.append(values)
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def steps(self) -> np.ndarray:
+        return self._steps.array()
+
+    @property
+    def total_loss(self) -> np.ndarray:
+        return self._total.array()
+
+    @property
+    def losses(self) -> dict[str, np.ndarray]:
+        return {name: col.array() for name, col in self._losses.items()}
+
+    @property
+    def trackers(self) -> dict[str, Series]:
+        return {name: Series(s.array(), v.array()) for name, (s, v) in self._trackers.items()}
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __repr__(self) -> str:
+        last = f", final loss {self.total_loss[-1]:.4g}" if len(self) else ""
+        return (f"<History {len(self)} steps{last}, losses={list(self._losses)}, "
+                f"trackers={list(self._trackers)}>")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of numpy arrays (and the wall time)."""
+        return {
+            "steps": self.steps,
+            "total_loss": self.total_loss,
+            "losses": self.losses,
+            "trackers": {k: {"steps": s.steps, "values": s.values}
+                         for k, s in self.trackers.items()},
+            "wall_time": self.wall_time,
+            "stop_reason": self.stop_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "History":
+        h = cls(list(data["losses"]))
+        if len(data["steps"]):
+            h.record_steps(np.asarray(data["steps"]), np.asarray(data["total_loss"]),
+                           {k: np.asarray(v) for k, v in data["losses"].items()})
+        for name, s in data["trackers"].items():
+            h.record_values(name, np.asarray(s["steps"]), np.asarray(s["values"]))
+        h.wall_time = float(data["wall_time"])
+        h.stop_reason = data.get("stop_reason")
+        return h
+
+    def plot(self, path: str | None = None):
+        """A matplotlib figure: losses (log scale) and scalar trackers over steps.
+
+        Args:
+            path: when given, the figure is also saved there (PNG by extension).
+        """
+        import matplotlib
+        if path is not None:
+            matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        scalars = {k: s for k, s in self.trackers.items() if s.values.ndim == 1}
+        ncols = 2 if scalars else 1
+        fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 4), squeeze=False)
+        ax = axes[0, 0]
+        ax.semilogy(self.steps, self.total_loss, label="total", color="k")
+        for name, values in self.losses.items():
+            ax.semilogy(self.steps, values, label=name, alpha=0.7)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        if scalars:
+            ax = axes[0, 1]
+            for name, s in scalars.items():
+                ax.plot(s.steps, s.values, marker=".", label=name)
+            ax.set_xlabel("step")
+            ax.set_ylabel("tracked value")
+            ax.legend()
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig

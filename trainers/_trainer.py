@@ -1,0 +1,374 @@
+"""The Lightning-style trainer: fused, compiled chunks of steps driven by callbacks."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jno_flax._evaluate import Evaluator
+from jno_flax._problem import Problem
+from jno_flax._trainable import _check_tx
+from jno_flax.callbacks._callback import Callback, InGraph, StepMetrics
+from jno_flax.trainers._history import History
+from jno_flax.trainers._state import TrainState
+
+DEFAULT_CHUNK = 1000
+DEFAULT_LEARNING_RATE = 1e-3
+
+
+def _positive_int(arg: str, value, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        accepted = "a positive integer" + (" or None" if allow_none else "")
+        raise ValueError(f"`{arg}` must be {accepted}, got {value!r}.")
+    return int(value)
+
+
+class Trainer:
+    """Trains a :class:`~jno_flax.Problem` in compiled chunks of fused steps.
+
+    Steps run inside one ``jax.jit`` per chunk (``lax.fori_loop``, state buffers donated); the
+    host sees the per-step losses and in-graph quantities only after a chunk, in step order.
+    Chunks end at ``chunk_size`` steps, at ``max_steps``, and wherever a callback asks for
+    live state (:meth:`Callback.sync_every`).
+
+    Args:
+        max_steps: total number of steps (a problem trained before continues to this count).
+        callbacks: :class:`~jno_flax.callbacks.Callback` instances.
+        seed: seed of the state's PRNG key.
+        default_root_dir: where callbacks write by default (logs, checkpoints).
+        chunk_size: longest fused chunk (default 1000 steps).
+        log_every_n_steps: logging period used by loggers and monitors.
+        enable_progress_bar: add a :class:`~jno_flax.callbacks.ProgressBar`.
+        max_record_bytes: memory bound for the per-chunk records of in-graph quantities; long
+            chunks are shortened to respect it.
+
+    Override points for research code (see ``examples/03_custom_trainer.py``):
+    :meth:`configure_optimizers`, :meth:`compute_losses`, :meth:`aggregate_loss`,
+    :meth:`apply_gradients` and :meth:`training_step`.
+    """
+
+    def __init__(self, max_steps: int, callbacks: Sequence[Callback] = (), seed: int = 0,
+                 default_root_dir: str | None = None, chunk_size: int | None = None,
+                 log_every_n_steps: int = 100, enable_progress_bar: bool = True,
+                 max_record_bytes: int = 256 * 2**20):
+        self.max_steps = _positive_int("max_steps", max_steps)
+        if not isinstance(callbacks, (list, tuple)):
+            raise TypeError(f"`callbacks` must be a list of Callback instances, got "
+                            f"{type(callbacks).__name__}.")
+        for i, cb in enumerate(callbacks):
+            if not isinstance(cb, Callback):
+                raise TypeError(f"`callbacks[{i}]` must be a jno_flax.callbacks.Callback "
+                                f"instance, got {type(cb).__name__}: {cb!r}.")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"`seed` must be an integer, got {seed!r}.")
+        self.seed = int(seed)
+        self.default_root_dir = default_root_dir or "runs"
+        self.chunk_size = _positive_int("chunk_size", chunk_size, allow_none=True) or DEFAULT_CHUNK
+        self.log_every_n_steps = _positive_int("log_every_n_steps", log_every_n_steps)
+        self.enable_progress_bar = bool(enable_progress_bar)
+        self.max_record_bytes = _positive_int("max_record_bytes", max_record_bytes)
+        self.user_callbacks = list(callbacks)
+        self.callbacks: list[Callback] = []
+        self.should_stop = False
+        self.stop_reason: str | None = None
+        self.state: TrainState | None = None
+        self.problem: Problem | None = None
+        self.history: History | None = None
+        self.quantities: list[InGraph] = []
+        self.txs: dict[str, optax.GradientTransformation] = {}
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def global_step(self) -> int:
+        """Steps done (of the live state)."""
+        return 0 if self.state is None else int(self.state.step)
+
+    def stop(self, reason: str) -> None:
+        """Ask training to stop after the current chunk, recording ``reason``."""
+        if not self.should_stop:
+            self.should_stop = True
+            self.stop_reason = reason
+
+    # ------------------------------------------------------------------ override points
+    def configure_optimizers(self, problem: Problem) -> dict[str, optax.GradientTransformation]:
+        """One optax transform per trainable name (frozen ones are left out).
+
+        Default: each trainable's own ``.optimizer(tx)``, else ``optax.adam(1e-3)``.
+        """
+        txs = {}
+        for t in problem.trainables:
+            if not t.frozen:
+                txs[problem.registry.name(t)] = t.tx or optax.adam(DEFAULT_LEARNING_RATE)
+        return txs
+
+    def compute_losses(self, problem: Problem, ev: Evaluator) -> dict[str, jax.Array]:
+        """Constraint losses by name, evaluated with ``ev`` (inside the fused step)."""
+        return {name: ev.value(expr) for name, expr in problem.constraints.items()}
+
+    def aggregate_loss(self, losses: dict[str, jax.Array]) -> jax.Array:
+        """Total loss from the constraint losses; default: their sum."""
+        return sum(losses.values())
+
+    def apply_gradients(self, state: TrainState, grads: dict[str, Any]) -> TrainState:
+        """Optimizer update of every trained trainable; returns the new state (step unchanged)."""
+        params, opt_state = dict(state.params), dict(state.opt_state)
+        for name, g in grads.items():
+            updates, opt_state[name] = self.txs[name].update(g, state.opt_state[name],
+                                                             state.params[name])
+            params[name] = optax.apply_updates(state.params[name], updates)
+        return state.replace(params=params, opt_state=opt_state)
+
+    def training_step(self, state: TrainState, batch: dict[str, jax.Array]
+                      ) -> tuple[TrainState, dict[str, Any]]:
+        """One step inside the fused chunk: losses, gradients, update.
+
+        Returns the new state and this step's outputs ``{"loss", "losses", "values"}``, where
+        ``values`` holds the every-step in-graph quantities (computed from the same forward
+        pass as the loss).
+        """
+        problem = self.problem
+        every_step = [q for q in self.quantities if q.interval == 1]
+        outputs = list(problem.constraints.values()) + [q.expr for q in every_step]
+        trained = {n: p for n, p in state.params.items() if n in self.txs}
+        fixed = {n: p for n, p in state.params.items() if n not in self.txs}
+        rng = jax.random.fold_in(state.rng, state.step)
+
+        def loss_fn(trained_params):
+            ev = Evaluator(problem.registry, {**fixed, **trained_params}, batch, outputs,
+                           rng=rng, step=state.step, extras=state.extras)
+            losses = self.compute_losses(problem, ev)
+            values = {q.name: jax.lax.stop_gradient(ev.value(q.expr)) for q in every_step}
+            return self.aggregate_loss(losses), (losses, values)
+
+        (total, (losses, values)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
+        state = self.apply_gradients(state, grads)
+        return state.replace(step=state.step + 1), {"loss": total, "losses": losses,
+                                                    "values": values}
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, problem: Problem, ckpt_path: str | None = None) -> History:
+        """Train ``problem`` up to ``max_steps`` and return its :class:`History`."""
+        if not isinstance(problem, Problem):
+            raise TypeError(f"`problem` must be a jno_flax.Problem (from `jno.core([...])`), "
+                            f"got {type(problem).__name__}.")
+        if ckpt_path is not None:
+            raise ValueError(f"`ckpt_path` {ckpt_path!r}: resuming needs checkpoints; this "
+                             "trainer has no checkpoint callback to read them.")
+        self.problem = problem
+        self.should_stop, self.stop_reason = False, None
+        self.callbacks = self._assemble_callbacks(problem)
+        started = time.perf_counter()
+        stage = "fit"
+        try:
+            self._call("setup", stage)
+            self.txs = {n: _check_tx(tx) for n, tx in self.configure_optimizers(problem).items()}
+            self.state = self._initial_state(problem)
+            self.history = problem.history or History(list(problem.constraints))
+            problem.history = self.history
+            self.quantities = self._collect_quantities(problem)
+            self._call("on_fit_start")
+            self._run(problem, started)
+            self._call("on_train_end")
+            self._publish(problem)
+            self._call("on_fit_end")
+        except BaseException as exc:
+            self._call("on_exception", exc)
+            raise
+        finally:
+            if self.history is not None:
+                self.history.wall_time += time.perf_counter() - started
+                self.history.stop_reason = self.stop_reason
+            self._call("teardown", stage)
+        return self.history
+
+    # ------------------------------------------------------------------ internals
+    def _assemble_callbacks(self, problem: Problem) -> list[Callback]:
+        from jno_flax.callbacks import ProgressBar, TrackerCallback
+        cbs: list[Callback] = []
+        if problem.trackers:
+            cbs.append(TrackerCallback(list(problem.trackers.items())))
+        cbs += self.user_callbacks
+        if self.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in cbs):
+            cbs.append(ProgressBar())
+        keys = [c.state_key for c in cbs]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"callbacks share the state key(s) {dupes}; give each callback "
+                             "instance a distinct `state_key` (e.g. through its `name`).")
+        return cbs
+
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, self.problem, *args)
+
+    def _collect_quantities(self, problem: Problem) -> list[InGraph]:
+        quantities: list[InGraph] = []
+        taken = set(problem.constraints) | {"loss"}
+        for cb in self.callbacks:
+            for q in cb.in_graph(self, problem):
+                if not isinstance(q, InGraph):
+                    raise TypeError(f"{type(cb).__name__}.in_graph must return InGraph items, "
+                                    f"got {q!r}.")
+                if q.name in taken:
+                    raise ValueError(f"the in-graph quantity name {q.name!r} (from "
+                                     f"{type(cb).__name__}) is already used; names of "
+                                     "constraints, trackers and quantities must be unique.")
+                taken.add(q.name)
+                quantities.append(q)
+        return quantities
+
+    def _initial_state(self, problem: Problem) -> TrainState:
+        registry = problem.registry
+        prev = problem.state
+        if prev is not None:
+            params = prev.params
+        else:
+            params = {registry.name(t): jax.tree.map(jnp.copy, t.params())
+                      for t in registry.trainables}
+        opt_state = {}
+        for name, tx in self.txs.items():
+            fresh = jax.eval_shape(tx.init, params[name])
+            old = None if prev is None else prev.opt_state.get(name)
+            if old is not None and jax.tree.structure(old) == jax.tree.structure(fresh):
+                opt_state[name] = old
+            else:
+                opt_state[name] = tx.init(params[name])
+        if prev is not None:
+            return prev.replace(opt_state=opt_state)
+        return TrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=opt_state,
+                          rng=jax.random.PRNGKey(self.seed), extras={})
+
+    def _publish(self, problem: Problem) -> None:
+        """Hand the trained parameters to the live modules (copies: the state is donated)."""
+        problem.state = self.state
+        for t in problem.trainables:
+            nnx.update(t.module, jax.tree.map(jnp.copy, self.state.params[problem.registry.name(t)]))
+
+    def _sync_intervals(self) -> list[int]:
+        out = []
+        for cb in self.callbacks:
+            n = cb.sync_every(self)
+            if n is not None:
+                out.append(_positive_int(f"{type(cb).__name__}.sync_every()", n))
+        return out
+
+    def _capacity(self, batch) -> int:
+        structs = jax.eval_shape(lambda s: self.training_step(s, batch)[1], self.state)
+        per_step = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(structs))
+        for q in self.quantities:
+            if q.interval > 1:
+                per_step += self._bytes_of(q) / q.interval
+        cap = min(self.chunk_size, max(1, self.max_steps - self.global_step))
+        return max(1, min(cap, int(self.max_record_bytes // max(per_step, 1))))
+
+    def _bytes_of(self, q: InGraph) -> int:
+        return int(np.prod(q.expr.value_shape)) * jnp.dtype(q.expr.dtype).itemsize
+
+    def _run(self, problem: Problem, started: float) -> None:
+        batch = problem.registry.batch()
+        if self.global_step >= self.max_steps:
+            self._call("on_train_start")
+            return
+        capacity = self._capacity(batch)
+        run_chunk = jax.jit(self._chunk_fn(capacity, batch), donate_argnums=0)
+        sync = self._sync_intervals()
+        per_step_hooks = [cb for cb in self.callbacks
+                          if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
+        self._call("on_train_start")
+        while self.global_step < self.max_steps and not self.should_stop:
+            s0 = self.global_step
+            end = min(s0 + capacity, self.max_steps)
+            for n in sync:
+                end = min(end, (s0 // n + 1) * n)
+            self.state, records = run_chunk(self.state, batch, jnp.asarray(end - s0, jnp.int32))
+            problem.state = self.state
+            self._record(s0, end, jax.device_get(records), per_step_hooks)
+
+    def _interval_groups(self) -> dict[int, list[InGraph]]:
+        groups: dict[int, list[InGraph]] = {}
+        for q in self.quantities:
+            if q.interval > 1:
+                groups.setdefault(q.interval, []).append(q)
+        return groups
+
+    def _chunk_fn(self, capacity: int, batch_example):
+        groups = self._interval_groups()
+        problem = self.problem
+        out_struct = jax.eval_shape(lambda s: self.training_step(s, batch_example)[1],
+                                    self.state)
+
+        def run(state: TrainState, batch, n_steps):
+            s0 = state.step
+            records = jax.tree.map(lambda x: jnp.zeros((capacity,) + x.shape, x.dtype),
+                                   out_struct)
+            sparse = {}
+            for k, qs in groups.items():
+                rows = math.ceil(capacity / k)
+                sparse[k] = {q.name: jnp.zeros((rows,) + q.expr.value_shape, q.expr.dtype)
+                             for q in qs}
+
+            def body(i, carry):
+                state, records, sparse = carry
+                sparse = dict(sparse)
+                for k, qs in groups.items():
+                    first = (s0 + k - 1) // k * k
+
+                    def write(buf, qs=qs, k=k, first=first):
+                        ev = Evaluator(problem.registry, state.params, batch,
+                                       [q.expr for q in qs], step=state.step,
+                                       rng=jax.random.fold_in(state.rng, state.step),
+                                       extras=state.extras)
+                        row = (state.step - first) // k
+                        return {q.name: buf[q.name].at[row].set(ev.value(q.expr)) for q in qs}
+
+                    sparse[k] = jax.lax.cond(state.step % k == 0, write, lambda b: b, sparse[k])
+                state, out = self.training_step(state, batch)
+                records = jax.tree.map(lambda r, v: r.at[i].set(v), records, out)
+                return state, records, sparse
+
+            state, records, sparse = jax.lax.fori_loop(0, n_steps, body,
+                                                       (state, records, sparse))
+            return state, {"dense": records, "sparse": sparse}
+
+        return run
+
+    def _record(self, s0: int, end: int, records: dict, per_step_hooks: list[Callback]) -> None:
+        n = end - s0
+        steps = np.arange(s0, end)
+        dense = records["dense"]
+        losses = {k: np.asarray(v[:n]) for k, v in dense["losses"].items()}
+        total = np.asarray(dense["loss"][:n])
+        self.history.record_steps(steps, total, losses)
+        recorded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, v in dense["values"].items():
+            recorded[name] = (steps, np.asarray(v[:n]))
+        for k, table in records["sparse"].items():
+            at = np.arange((s0 + k - 1) // k * k, end, k)
+            for name, v in table.items():
+                recorded[name] = (at, np.asarray(v[:len(at)]))
+        for name, (at, v) in recorded.items():
+            self.history.record_values(name, at, v)
+        if not per_step_hooks:
+            return
+        by_step: dict[int, dict[str, Any]] = {}
+        for name, (at, v) in recorded.items():
+            for j, s in enumerate(at):
+                val = v[j]
+                by_step.setdefault(int(s), {})[name] = float(val) if np.ndim(val) == 0 else val
+        names = list(losses)
+        for j, s in enumerate(steps):
+            m = StepMetrics(step=int(s), loss=float(total[j]),
+                            losses={k: float(losses[k][j]) for k in names},
+                            values=by_step.get(int(s), {}), last_in_chunk=(j == n - 1))
+            for cb in per_step_hooks:
+                cb.on_train_batch_end(self, self.problem, m)
