@@ -1,7 +1,13 @@
 """Trainer callbacks: hooks, in-graph quantities (trackers) and built-in behaviours."""
 
 from jno_flax.callbacks._callback import Callback, InGraph, StepMetrics
+from jno_flax.callbacks._lr_monitor import LearningRateMonitor, learning_rate_of
 from jno_flax.callbacks._progress import ProgressBar
+from jno_flax.callbacks._stopping import (EarlyStopping, TerminateOnNaN,
+                                          early_stopping_decision)
+from jno_flax.callbacks._tensorboard import TensorBoardLogger
 from jno_flax.callbacks._tracker import TrackerCallback
 
-__all__ = ["Callback", "InGraph", "StepMetrics", "ProgressBar", "TrackerCallback"]
+__all__ = ["Callback", "InGraph", "StepMetrics", "EarlyStopping", "LearningRateMonitor",
+           "ProgressBar", "TensorBoardLogger", "TerminateOnNaN", "TrackerCallback",
+           "early_stopping_decision", "learning_rate_of"]

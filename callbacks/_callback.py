@@ -24,7 +24,7 @@ Two declarations shape the fused loop:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -33,19 +33,38 @@ if TYPE_CHECKING:  # pragma: no cover
     from jno_flax.trainers import Trainer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InGraph:
     """A quantity computed inside the fused step at every step ``s`` with ``s % interval == 0``.
 
+    Give either ``expr`` (evaluated with the parameters that step ``s`` used) or ``fn``, a
+    function of the ``TrainState`` returning an array (seen before step ``s`` updates it, or
+    after with ``after_step=True``: e.g. the learning rate that step ``s`` used).
+
     Attributes:
         name: unique name (also the ``History.trackers`` key and the TensorBoard tag).
-        expr: the expression to evaluate with the parameters that step ``s`` used.
+        expr: the expression to evaluate.
         interval: recording period in steps.
+        fn: alternative to ``expr``: ``fn(state) -> array``.
+        after_step: evaluate ``fn`` on the state after step ``s``.
     """
 
     name: str
-    expr: "Expr"
+    expr: "Expr | None" = None
     interval: int = 1
+    fn: "Callable[[Any], Any] | None" = None
+    after_step: bool = False
+
+    def __post_init__(self):
+        from jno_flax._tracker import check_interval
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"`name` must be a non-empty string, got {self.name!r}.")
+        if (self.expr is None) == (self.fn is None):
+            raise ValueError(f"in-graph quantity {self.name!r}: give exactly one of `expr` "
+                             "and `fn`.")
+        if self.after_step and self.fn is None:
+            raise ValueError(f"in-graph quantity {self.name!r}: `after_step` needs `fn`.")
+        check_interval(self.interval)
 
 
 @dataclass

@@ -31,8 +31,8 @@ class ProgressBar(Callback):
     def on_train_batch_end(self, trainer: "Trainer", problem: "Problem",
                            metrics: StepMetrics) -> None:
         if metrics.last_in_chunk and self._bar is not None:
-            self._bar.update(metrics.step + 1 - self._bar.n)
             self._bar.set_postfix(loss=f"{metrics.loss:.3e}", refresh=False)
+            self._bar.update(metrics.step + 1 - self._bar.n)
 
     def teardown(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
         if self._bar is not None:

@@ -65,6 +65,7 @@ class Problem:
         self.state: "TrainState | None" = None
         self.history: "History | None" = None
         self._eval_cache: dict[Any, Any] = {}
+        self._solver: tuple[dict, Any] | None = None
 
     def _add(self, table: dict, name: str, item) -> None:
         if name in self.constraints or name in self.trackers:
@@ -106,7 +107,15 @@ class Problem:
         from jno_flax.trainers import Trainer
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps <= 0:
             raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
-        return Trainer(max_steps=self.global_step + int(steps), **trainer_kwargs).fit(self)
+        target = self.global_step + int(steps)
+        last = self._solver
+        if last is not None and last[0] == trainer_kwargs:
+            trainer = last[1]  # same settings: reuse it and its compiled chunks
+            trainer.max_steps = target
+        else:
+            trainer = Trainer(max_steps=target, **trainer_kwargs)
+            self._solver = (dict(trainer_kwargs), trainer)
+        return trainer.fit(self)
 
     # ------------------------------------------------------------------ evaluation
     def eval(self, exprs, inputs: dict[Variable, Any] | None = None):

@@ -86,6 +86,7 @@ class Trainer:
         self.history: History | None = None
         self.quantities: list[InGraph] = []
         self.txs: dict[str, optax.GradientTransformation] = {}
+        self._cache: dict[Any, tuple[Any, int]] = {}
 
     # ------------------------------------------------------------------ public state
     @property
@@ -137,7 +138,7 @@ class Trainer:
         pass as the loss).
         """
         problem = self.problem
-        every_step = [q for q in self.quantities if q.interval == 1]
+        every_step = self._dense_quantities()
         outputs = list(problem.constraints.values()) + [q.expr for q in every_step]
         trained = {n: p for n, p in state.params.items() if n in self.txs}
         fixed = {n: p for n, p in state.params.items() if n not in self.txs}
@@ -262,25 +263,54 @@ class Trainer:
                 out.append(_positive_int(f"{type(cb).__name__}.sync_every()", n))
         return out
 
-    def _capacity(self, batch) -> int:
-        structs = jax.eval_shape(lambda s: self.training_step(s, batch)[1], self.state)
-        per_step = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(structs))
+    def _capacity(self, out_struct) -> int:
+        per_step = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(out_struct))
         for q in self.quantities:
-            if q.interval > 1:
+            if q not in self._dense_quantities():
                 per_step += self._bytes_of(q) / q.interval
         cap = min(self.chunk_size, max(1, self.max_steps - self.global_step))
         return max(1, min(cap, int(self.max_record_bytes // max(per_step, 1))))
 
+    def _compiled(self, problem: Problem, batch) -> tuple[Any, int]:
+        """The jitted chunk runner and its capacity; reused by later ``fit`` calls."""
+        signature = (id(problem), self.chunk_size, self.max_steps - self.global_step
+                     if self.max_steps - self.global_step < self.chunk_size else None,
+                     tuple((q.name, id(q.expr), q.interval) for q in self.quantities),
+                     tuple((n, id(tx)) for n, tx in self.txs.items()),
+                     jax.tree.structure(self.state))
+        if signature not in self._cache:
+            out_struct = jax.eval_shape(lambda s: self.training_step(s, batch)[1], self.state)
+            capacity = self._capacity(out_struct)
+            run = jax.jit(self._chunk_fn(capacity, out_struct), donate_argnums=0)
+            self._cache = {signature: (run, capacity)}  # keep one: old ones pin their problem
+        return self._cache[signature]
+
+    def _struct_of(self, q: InGraph) -> jax.ShapeDtypeStruct:
+        if q.expr is not None:
+            return jax.ShapeDtypeStruct(q.expr.value_shape, q.expr.dtype)
+        return jax.eval_shape(q.fn, self.state)
+
     def _bytes_of(self, q: InGraph) -> int:
-        return int(np.prod(q.expr.value_shape)) * jnp.dtype(q.expr.dtype).itemsize
+        st = self._struct_of(q)
+        return int(np.prod(st.shape)) * jnp.dtype(st.dtype).itemsize
+
+    def _dense_quantities(self) -> list[InGraph]:
+        """Every-step expression quantities: computed in the loss's own forward pass."""
+        return [q for q in self.quantities if q.interval == 1 and q.expr is not None]
+
+    def _evaluate(self, quantities: list[InGraph], state: TrainState, batch) -> dict[str, Any]:
+        exprs = [q.expr for q in quantities if q.expr is not None]
+        ev = Evaluator(self.problem.registry, state.params, batch, exprs, step=state.step,
+                       rng=jax.random.fold_in(state.rng, state.step), extras=state.extras)
+        return {q.name: ev.value(q.expr) if q.expr is not None else q.fn(state)
+                for q in quantities}
 
     def _run(self, problem: Problem, started: float) -> None:
         batch = problem.registry.batch()
         if self.global_step >= self.max_steps:
             self._call("on_train_start")
             return
-        capacity = self._capacity(batch)
-        run_chunk = jax.jit(self._chunk_fn(capacity, batch), donate_argnums=0)
+        run_chunk, capacity = self._compiled(problem, batch)
         sync = self._sync_intervals()
         per_step_hooks = [cb for cb in self.callbacks
                           if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
@@ -294,45 +324,52 @@ class Trainer:
             problem.state = self.state
             self._record(s0, end, jax.device_get(records), per_step_hooks)
 
-    def _interval_groups(self) -> dict[int, list[InGraph]]:
-        groups: dict[int, list[InGraph]] = {}
+    def _interval_groups(self) -> dict[str, tuple[int, bool, list[InGraph]]]:
+        """Quantities recorded on their own rows: ``{key: (interval, after_step, [q])}``."""
+        dense = self._dense_quantities()
+        groups: dict[str, tuple[int, bool, list[InGraph]]] = {}
         for q in self.quantities:
-            if q.interval > 1:
-                groups.setdefault(q.interval, []).append(q)
+            if q not in dense:
+                key = f"{q.interval}/{'after' if q.after_step else 'before'}"
+                groups.setdefault(key, (q.interval, q.after_step, []))[2].append(q)
         return groups
 
-    def _chunk_fn(self, capacity: int, batch_example):
+    def _chunk_fn(self, capacity: int, out_struct):
         groups = self._interval_groups()
-        problem = self.problem
-        out_struct = jax.eval_shape(lambda s: self.training_step(s, batch_example)[1],
-                                    self.state)
 
         def run(state: TrainState, batch, n_steps):
             s0 = state.step
             records = jax.tree.map(lambda x: jnp.zeros((capacity,) + x.shape, x.dtype),
                                    out_struct)
             sparse = {}
-            for k, qs in groups.items():
+            for key, (k, _, qs) in groups.items():
                 rows = math.ceil(capacity / k)
-                sparse[k] = {q.name: jnp.zeros((rows,) + q.expr.value_shape, q.expr.dtype)
-                             for q in qs}
+                sparse[key] = {q.name: jnp.zeros((rows,) + self._struct_of(q).shape,
+                                                 self._struct_of(q).dtype) for q in qs}
+
+            def write_rows(key, step, seen_state, buffers):
+                k, _, qs = groups[key]
+                first = (s0 + k - 1) // k * k
+
+                def write(buf):
+                    values = self._evaluate(qs, seen_state, batch)
+                    row = (step - first) // k
+                    return {name: buf[name].at[row].set(v) for name, v in values.items()}
+                if k == 1:
+                    return write(buffers)
+                return jax.lax.cond(step % k == 0, write, lambda b: b, buffers)
 
             def body(i, carry):
                 state, records, sparse = carry
                 sparse = dict(sparse)
-                for k, qs in groups.items():
-                    first = (s0 + k - 1) // k * k
-
-                    def write(buf, qs=qs, k=k, first=first):
-                        ev = Evaluator(problem.registry, state.params, batch,
-                                       [q.expr for q in qs], step=state.step,
-                                       rng=jax.random.fold_in(state.rng, state.step),
-                                       extras=state.extras)
-                        row = (state.step - first) // k
-                        return {q.name: buf[q.name].at[row].set(ev.value(q.expr)) for q in qs}
-
-                    sparse[k] = jax.lax.cond(state.step % k == 0, write, lambda b: b, sparse[k])
+                step = state.step
+                for key, (_, after, _) in groups.items():
+                    if not after:
+                        sparse[key] = write_rows(key, step, state, sparse[key])
                 state, out = self.training_step(state, batch)
+                for key, (_, after, _) in groups.items():
+                    if after:
+                        sparse[key] = write_rows(key, step, state, sparse[key])
                 records = jax.tree.map(lambda r, v: r.at[i].set(v), records, out)
                 return state, records, sparse
 
@@ -352,7 +389,9 @@ class Trainer:
         recorded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, v in dense["values"].items():
             recorded[name] = (steps, np.asarray(v[:n]))
-        for k, table in records["sparse"].items():
+        groups = self._interval_groups()
+        for key, table in records["sparse"].items():
+            k = groups[key][0]
             at = np.arange((s0 + k - 1) // k * k, end, k)
             for name, v in table.items():
                 recorded[name] = (at, np.asarray(v[:len(at)]))
