@@ -199,7 +199,8 @@ class Expr:
         With a model or parameter: the Jacobian with respect to its trainable parameters.
         """
         from jno_flax._derivatives import Gradient
-        from jno_flax._trainable import Trainable, MaskedView
+        from jno_flax._masks import MaskedView
+        from jno_flax._trainable import Trainable
         if len(wrt) == 1 and isinstance(wrt[0], (Trainable, MaskedView)):
             from jno_flax._jacobian import ParameterJacobian
             return ParameterJacobian(self, wrt[0])

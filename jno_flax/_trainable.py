@@ -40,6 +40,8 @@ class Trainable:
         self.user_name = name
         self.tx: optax.GradientTransformation | None = None
         self.frozen = False
+        self.groups: list[tuple[tuple[bool, ...], optax.GradientTransformation | None]] = []
+        self._composed: tuple[Any, optax.GradientTransformation] | None = None
 
     def optimizer(self, tx: optax.GradientTransformation) -> "Trainable":
         """Train this with the optax transform ``tx``; returns ``self``."""
@@ -54,6 +56,33 @@ class Trainable:
     def unfreeze(self) -> "Trainable":
         self.frozen = False
         return self
+
+    def mask(self, selector: Any):
+        """A masked view of some parameters (an NNX filter or a boolean pytree); see
+        :class:`~jno_flax._masks.MaskedView`. The trainable itself is not changed."""
+        from jno_flax._masks import MaskedView
+        return MaskedView(self, selector)
+
+    def add_group(self, selected: list[bool], tx: optax.GradientTransformation | None) -> None:
+        """Train the selected leaves with ``tx`` (``None``: keep them fixed)."""
+        self.groups.append((tuple(selected), tx))
+
+    def transform(self, default: optax.GradientTransformation) -> optax.GradientTransformation:
+        """The optax transform of all leaves: the trainable's own (or ``default``) plus groups."""
+        base = self.tx or default
+        if not self.groups:
+            return base
+        key = (id(base), tuple((sel, id(tx)) for sel, tx in self.groups))
+        if self._composed is None or self._composed[0] != key:
+            params = self.params()
+            labels = ["default"] * len(jax.tree.leaves(params))
+            transforms = {"default": base}
+            for i, (sel, tx) in enumerate(self.groups):
+                transforms[f"group_{i}"] = tx if tx is not None else optax.set_to_zero()
+                labels = [f"group_{i}" if s else lab for s, lab in zip(sel, labels)]
+            tree = jax.tree.unflatten(jax.tree.structure(params), labels)
+            self._composed = (key, optax.multi_transform(transforms, tree))
+        return self._composed[1]
 
     def split(self):
         """``(graphdef, params, rest)``: the NNX split on ``nnx.Param``."""

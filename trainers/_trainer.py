@@ -87,6 +87,7 @@ class Trainer:
         self.quantities: list[InGraph] = []
         self.txs: dict[str, optax.GradientTransformation] = {}
         self._cache: dict[Any, tuple[Any, int]] = {}
+        self._default_tx = optax.adam(DEFAULT_LEARNING_RATE)
 
     # ------------------------------------------------------------------ public state
     @property
@@ -104,12 +105,13 @@ class Trainer:
     def configure_optimizers(self, problem: Problem) -> dict[str, optax.GradientTransformation]:
         """One optax transform per trainable name (frozen ones are left out).
 
-        Default: each trainable's own ``.optimizer(tx)``, else ``optax.adam(1e-3)``.
+        Default: each trainable's own ``.optimizer(tx)``, else ``optax.adam(1e-3)``, combined
+        with the parameter groups of its masked views (``model.mask(f).optimizer(tx)``).
         """
         txs = {}
         for t in problem.trainables:
             if not t.frozen:
-                txs[problem.registry.name(t)] = t.tx or optax.adam(DEFAULT_LEARNING_RATE)
+                txs[problem.registry.name(t)] = t.transform(self._default_tx)
         return txs
 
     def compute_losses(self, problem: Problem, ev: Evaluator) -> dict[str, jax.Array]:

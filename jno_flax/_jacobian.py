@@ -1,0 +1,116 @@
+"""The parameter Jacobian ``expr.grad(model)``: derivatives with respect to weights.
+
+The selected ``nnx.Param`` leaves of the model (all, or those of a masked view) are flattened
+to one vector of length ``P`` in ``jax.tree.leaves`` order of ``nnx.state(module, nnx.Param)``
+(sorted paths: for ``jno.nn.MLP`` ``layers/0/bias, layers/0/kernel, ..., output_layer/bias,
+output_layer/kernel``; kernels row-major).
+
+* A field ``u`` (no reduction below it) gets one reverse-mode Jacobian per point, vmapped
+  (and chunked with ``lax.map`` for large point sets): cost ~ ``N * D`` single-point backward
+  passes and memory ~ the ``N x D x P`` result. Shape ``(B, N, P)``, or ``(B, N, D, P)`` for a
+  ``D > 1`` component field.
+* Anything else (a loss such as ``pde.mse``) is differentiated as a whole: ``jax.jacrev``, or
+  ``jax.jacfwd`` when ``P`` is smaller than the output. Shape ``value_shape + (P,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jno_flax._evaluate import Evaluator, PointContext, walk
+from jno_flax._expr import Expr
+from jno_flax._masks import MaskedView
+from jno_flax._trainable import Trainable
+
+POINT_CHUNK = 4096  # points per lax.map batch for per-point Jacobians
+
+
+class ParameterJacobian(Expr):
+    """``expr.grad(model)`` or ``expr.grad(model.mask(filter))``."""
+
+    def __init__(self, expr: Expr, target: Trainable | MaskedView):
+        view = target if isinstance(target, MaskedView) else None
+        trainable = view.trainable if view else target
+        used = [t for node in walk([expr]) for t in _trainables(node)]
+        if all(t is not trainable for t in used):
+            names = sorted({t.user_name or repr(t) for t in used}) or ["none"]
+            raise ValueError(
+                f"`grad`: {expr!r} does not depend on {trainable!r}; it depends on the "
+                f"trainables {names}."
+            )
+        if trainable.frozen:
+            raise ValueError(f"`grad`: {trainable!r} is frozen; unfreeze it (`.unfreeze()`) "
+                             "to take its parameter Jacobian.")
+        leaves = jax.tree.leaves(trainable.params())
+        self.selected = tuple(view.selected) if view else (True,) * len(leaves)
+        self.sizes = [int(l.size) for l in leaves]
+        self.num_params = sum(n for n, s in zip(self.sizes, self.selected) if s)
+        self.expr = expr
+        self.trainable = trainable
+        self.hidden = (expr,)
+        self.trainables = (trainable,)
+        self.per_point = expr.pointset is not None and expr.level == 0
+        if expr.pointset is not None:
+            comp = () if expr.shape == (1,) else expr.shape
+            shape = (1, expr.pointset.n) + comp + (self.num_params,)
+        else:
+            shape = expr.shape + (self.num_params,)
+        super().__init__((), None, shape, expr.dtype, f"grad[{trainable.user_name or 'model'}]")
+
+    # ------------------------------------------------------------------ flattening
+    def _split(self, state) -> tuple[jax.Array, Any]:
+        leaves, treedef = jax.tree.flatten(state)
+        flat = jnp.concatenate([jnp.ravel(l) for l, s in zip(leaves, self.selected) if s])
+        return flat, (leaves, treedef)
+
+    def _merge(self, flat: jax.Array, aux) -> Any:
+        leaves, treedef = aux
+        out, offset = [], 0
+        for leaf, sel in zip(leaves, self.selected):
+            if sel:
+                out.append(flat[offset:offset + leaf.size].reshape(leaf.shape))
+                offset += leaf.size
+            else:
+                out.append(leaf)
+        return jax.tree.unflatten(treedef, out)
+
+    # ------------------------------------------------------------------ evaluation
+    def global_eval(self, ev: Evaluator) -> jax.Array:
+        name = ev.registry.name(self.trainable)
+        flat, aux = self._split(ev.params[name])
+
+        def evaluator(flat_params):
+            params = {**ev.params, name: self._merge(flat_params, aux)}
+            return Evaluator(ev.registry, params, ev.batch, [self.expr], rng=ev.rng,
+                             step=ev.step, extras=ev.extras)
+
+        if self.per_point:
+            ps = self.expr.pointset
+            points = ev.batch[ev.registry.key(ps)]
+
+            def at_point(flat_params, row):
+                ctx = PointContext(evaluator(flat_params), ps,
+                                   tuple(row[i] for i in range(row.shape[0])), {})
+                return ctx.value(self.expr)
+
+            jac_at = lambda row: jax.jacrev(at_point)(flat, row)  # noqa: E731
+            if points.shape[0] > POINT_CHUNK:
+                jac = jax.lax.map(jac_at, points, batch_size=POINT_CHUNK)
+            else:
+                jac = jax.vmap(jac_at)(points)
+            return jac.reshape(self.shape)
+
+        def whole(flat_params):
+            return evaluator(flat_params).value(self.expr)
+        out_size = max(1, math.prod(self.expr.value_shape))
+        jac_fn = jax.jacfwd if self.num_params < out_size else jax.jacrev
+        return jac_fn(whole)(flat).reshape(self.shape)
+
+
+def _trainables(node: Expr) -> list[Trainable]:
+    from jno_flax._evaluate import _trainables_of
+    return _trainables_of(node)

@@ -1,0 +1,36 @@
+"""Shared fixtures: a tiny Poisson-like problem that trains in well under a second."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+import pytest
+from flax import nnx
+
+import jno_flax as jno
+import jno_flax.numpy as jnn
+
+
+class TinyProblem:
+    """A 2-D Poisson problem on 64 + 32 points with a 2-8-8-1 MLP."""
+
+    def __init__(self, seed: int = 0, lr: float = 1e-2):
+        self.dom = jno.domain.rect((0, 1), (0, 1), n_interior=64, n_boundary=32, seed=seed)
+        self.x, self.y = self.dom.variable("interior")
+        self.xb, self.yb = self.dom.variable("boundary")
+        self.net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=8, depth=2, rngs=nnx.Rngs(seed)),
+                               name="u").optimizer(optax.adam(lr))
+        self.u = self.net(self.x, self.y)
+        self.u_exact = jnn.sin(jnp.pi * self.x) * jnn.sin(jnp.pi * self.y)
+        self.pde = (self.u.laplacian(self.x, self.y)
+                    + 2 * jnp.pi**2 * self.u_exact).mse.name("pde")
+        self.bc = self.net(self.xb, self.yb).mse.name("bc")
+        self.error = jnn.mean(jnn.abs(self.u - self.u_exact))
+
+    def core(self, *extra):
+        return jno.core([self.pde, self.bc, *extra])
+
+
+@pytest.fixture
+def tiny() -> TinyProblem:
+    return TinyProblem()
