@@ -1,0 +1,141 @@
+"""Expressions: operators, reductions, indexing, shapes and their errors."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jno_flax as jno
+import jno_flax.numpy as jnn
+
+
+@pytest.fixture
+def line():
+    dom = jno.domain.interval(0.0, 1.0, n_interior=16, n_boundary=2, seed=0)
+    (x,) = dom.variable("interior")
+    return dom, x
+
+
+def ev(*exprs):
+    values = jno.core([jnn.mean(jnn.square(exprs[0]))]).eval(list(exprs))
+    return [np.asarray(v) for v in values]
+
+
+def test_fields_have_batch_point_component_shape(line):
+    dom, x = line
+    (v,) = ev(x)
+    assert v.shape == (1, 16, 1)
+    np.testing.assert_allclose(v[0, :, 0], dom.points()[:, 0], rtol=1e-6)
+    assert x.value_shape == (1, 16, 1)
+
+
+@pytest.mark.parametrize("op, ref", [
+    (lambda a: a + 2, lambda a: a + 2),
+    (lambda a: 2 - a, lambda a: 2 - a),
+    (lambda a: a * a, lambda a: a * a),
+    (lambda a: 1 / (a + 1), lambda a: 1 / (a + 1)),
+    (lambda a: a ** 3, lambda a: a ** 3),
+    (lambda a: 2 ** a, lambda a: 2 ** a),
+    (lambda a: -a, lambda a: -a),
+    (lambda a: abs(a - 0.5), lambda a: np.abs(a - 0.5)),
+    (lambda a: (a > 0.5) * 1.0, lambda a: (a > 0.5) * 1.0),
+    (lambda a: jnn.where(a < 0.3, a, -a), lambda a: np.where(a < 0.3, a, -a)),
+    (lambda a: jnn.clip(a, 0.2, 0.6), lambda a: np.clip(a, 0.2, 0.6)),
+    (lambda a: jnn.maximum(a, 0.4), lambda a: np.maximum(a, 0.4)),
+    (lambda a: jnn.exp(jnn.sin(a)) + jnn.log1p(a), lambda a: np.exp(np.sin(a)) + np.log1p(a)),
+], ids=["add", "rsub", "mul", "div", "pow", "rpow", "neg", "abs", "gt", "where", "clip",
+        "maximum", "compose"])
+def test_elementwise_matches_numpy(line, op, ref):
+    dom, x = line
+    (v,) = ev(op(x))
+    np.testing.assert_allclose(v[0, :, 0], ref(dom.points()[:, 0]), rtol=1e-5, atol=1e-6)
+
+
+def test_reductions_properties_and_functions(line):
+    dom, x = line
+    xs = dom.points()[:, 0]
+    vals = ev(x.mse, x.mae, x.mean, x.sum, x.min, x.max, x.std,
+              jnn.mean(x, axis=1), jnn.norm(x), jnn.sum(x, axis=(0, 1)))
+    expected = [np.mean(xs**2), np.mean(np.abs(xs)), xs.mean(), xs.sum(), xs.min(), xs.max(),
+                xs.std(), [[xs.mean()]], np.linalg.norm(xs), [xs.sum()]]
+    for got, want in zip(vals, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert x.mse.shape == () and not x.mse.is_field
+
+
+def test_indexing_transpose_matmul_dot(line):
+    dom, x = line
+    xs = dom.points()[:, 0]
+    m = jnn.concat([x, 2 * x], axis=-1)           # (1, N, 2) field
+    first = m[..., 0]                              # stays a field
+    assert first.is_field and first.shape == (1,)
+    M = m[0]                                       # (N, 2) global
+    gram = M.T @ M
+    d = jnn.dot(M[:, 0], M[:, 1])
+    v_first, v_gram, v_d = ev(first, gram, d)
+    np.testing.assert_allclose(v_first[0, :, 0], xs, rtol=1e-6)
+    mm = np.stack([xs, 2 * xs], 1)
+    np.testing.assert_allclose(v_gram, mm.T @ mm, rtol=1e-5)
+    np.testing.assert_allclose(v_d, 2 * xs @ xs, rtol=1e-5)
+
+
+def test_custom_function_pointwise_and_global(line):
+    dom, x = line
+    xs = dom.points()[:, 0]
+    f = jnn.function(lambda a: a**2 + 1, [x])
+    g = jnn.function(lambda a: a - jnp.mean(a), [x], pointwise=False)
+    vf, vg = ev(f, g)
+    np.testing.assert_allclose(vf[0, :, 0], xs**2 + 1, rtol=1e-6)
+    np.testing.assert_allclose(vg[0, :, 0], xs - xs.mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_stop_gradient_keeps_value_and_blocks_derivative(line):
+    _, x = line
+    f = x**2
+    v, vs, d = ev(f, f.stop_gradient, (x * f.stop_gradient).d(x))
+    np.testing.assert_allclose(v, vs)
+    np.testing.assert_allclose(d, v)  # d/dx (x * sg(x^2)) = sg(x^2)
+
+
+def test_name_and_repr(line):
+    _, x = line
+    e = (x * 2).mse.name("energy")
+    assert e.given_name == "energy" and "energy" in repr(e)
+
+
+# ---------------------------------------------------------------------- bad input
+def test_mixing_point_sets_is_an_error():
+    dom = jno.domain.rect(n_interior=10, n_boundary=6)
+    x, _ = dom.variable("interior")
+    xb, _ = dom.variable("boundary")
+    with pytest.raises(ValueError, match=r"mixes fields on different point sets.*N=10.*N=6"):
+        x + xb
+
+
+def test_field_with_mismatched_data_array_is_an_error(line):
+    _, x = line
+    with pytest.raises(ValueError, match="point axis .* must be 16"):
+        x + np.zeros((1, 5, 1))
+
+
+def test_non_expression_operand_is_an_error(line):
+    _, x = line
+    with pytest.raises(TypeError, match="must be an expression, a number or an array"):
+        x + "a"
+
+
+def test_expression_has_no_truth_value(line):
+    _, x = line
+    with pytest.raises(TypeError, match="no truth value"):
+        bool(x > 0)
+
+
+def test_bad_axis_and_name(line):
+    _, x = line
+    with pytest.raises(TypeError, match="`axis` must be None"):
+        jnn.mean(x, axis="rows")
+    with pytest.raises(TypeError, match="`name` must be a non-empty string"):
+        x.name("")
+    with pytest.raises(TypeError, match="`fn` must be callable"):
+        jnn.function(3, [x])
