@@ -1,0 +1,66 @@
+"""TensorBoard event files written by TensorBoardLogger, read back with tensorboard."""
+
+from __future__ import annotations
+
+import numpy as np
+import optax
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import jno_flax.numpy as jnn
+from jno_flax.callbacks import LearningRateMonitor, TensorBoardLogger
+from jno_flax.trainers import Trainer
+
+
+def _read(log_dir):
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "histograms": 0})
+    acc.Reload()
+    return acc
+
+
+def test_scalars_trackers_histograms_and_lr_read_back(tiny, tmp_path):
+    sched = optax.linear_schedule(1e-2, 1e-3, transition_steps=40)
+    tiny.net.optimizer(optax.inject_hyperparams(optax.adam)(learning_rate=sched))
+    crux = tiny.core(jnn.tracker(tiny.error, 10, name="val_error"),
+                     jnn.tracker(tiny.u, 20, name="u_field"))
+    logger = TensorBoardLogger(tmp_path, log_every_n_steps=10, histogram_every_n_steps=20)
+    h = Trainer(max_steps=40, callbacks=[logger, LearningRateMonitor(logging_interval=10)],
+                enable_progress_bar=False).fit(crux)
+    acc = _read(tmp_path)
+    tags = acc.Tags()
+    assert {"loss", "losses/pde", "losses/bc", "val_error", "lr/u"} <= set(tags["scalars"])
+    assert "u_field" in tags["histograms"]
+    assert any(t.startswith("params/u/") for t in tags["histograms"])
+    loss = acc.Scalars("loss")
+    assert [e.step for e in loss] == [9, 19, 29, 39]
+    np.testing.assert_allclose([e.value for e in loss],
+                               h.total_loss.reshape(4, 10).mean(axis=1), rtol=1e-5)
+    pde = acc.Scalars("losses/pde")
+    np.testing.assert_allclose(pde[0].value, h.losses["pde"][:10].mean(), rtol=1e-5)
+    val = acc.Scalars("val_error")
+    assert [e.step for e in val] == [0, 10, 20, 30]
+    np.testing.assert_allclose([e.value for e in val], h.trackers["val_error"].values, rtol=1e-6)
+    lr = acc.Scalars("lr/u")
+    assert [e.step for e in lr] == [0, 10, 20, 30]
+    np.testing.assert_allclose([e.value for e in lr], [sched(s) for s in (0, 10, 20, 30)],
+                               rtol=1e-6)
+    np.testing.assert_allclose(h.trackers["lr/u"].values, [sched(s) for s in (0, 10, 20, 30)],
+                               rtol=1e-6)
+
+
+def test_last_value_aggregation(tiny, tmp_path):
+    logger = TensorBoardLogger(tmp_path, log_every_n_steps=5, aggregation="last")
+    h = Trainer(max_steps=10, callbacks=[logger], enable_progress_bar=False).fit(tiny.core())
+    loss = _read(tmp_path).Scalars("loss")
+    np.testing.assert_allclose([e.value for e in loss], h.total_loss[[4, 9]], rtol=1e-6)
+
+
+def test_logger_and_lr_monitor_errors(tiny, tmp_path):
+    with pytest.raises(ValueError, match="`aggregation` must be one of"):
+        TensorBoardLogger(tmp_path, aggregation="median")
+    with pytest.raises(ValueError, match="`figure_fn` and `figure_every_n_steps` go together"):
+        TensorBoardLogger(tmp_path, figure_every_n_steps=10)
+    with pytest.raises(ValueError, match=r"cannot read the learning rate of \['u'\].*"
+                                          "inject_hyperparams"):
+        Trainer(max_steps=2, callbacks=[LearningRateMonitor()],
+                enable_progress_bar=False).fit(tiny.core())
