@@ -1,0 +1,151 @@
+"""Training diagnostics from the parameter Jacobian: NTK spectrum and gradient conflict.
+
+Both are in-graph quantities (computed inside the fused step at their interval from the
+parameters that step used), recorded in ``History.trackers`` and logged by
+``TensorBoardLogger``.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from typing import TYPE_CHECKING, Any, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+import jno_flax.numpy as jnn
+from jno_flax._expr import Apply, Expr
+from jno_flax._trainable import Model
+from jno_flax.callbacks._callback import Callback, InGraph
+
+if TYPE_CHECKING:  # pragma: no cover
+    from jno_flax import Problem
+    from jno_flax.trainers import Trainer
+
+
+def _target(problem: "Problem", model: Model | None, filter: Any, who: str):
+    """The model (or its masked view) whose parameters the diagnostic differentiates."""
+    if model is None:
+        models = problem.models
+        if len(models) != 1:
+            raise ValueError(f"{who}: the problem has models {list(models)}; pass `model=` to "
+                             "choose one.")
+        model = next(iter(models.values()))
+    return model if filter is None else model.mask(filter)
+
+
+def residual_field(name: str, expr: Expr) -> Expr:
+    """The field under a reduction such as ``pde.mse``: the per-point residual of a constraint."""
+    if isinstance(expr, Apply) and len(expr.children) == 1 and expr.children[0].is_field:
+        return expr.children[0]
+    raise ValueError(f"constraint {name!r} ({expr!r}) is not a reduction of one field, so it has "
+                     "no per-point residual for an NTK; pass `fields={name: field}` instead.")
+
+
+class NTKDiagnostics(Callback):
+    """Neural-tangent-kernel spectrum of constraint residuals every ``interval`` steps.
+
+    For each residual field ``r`` (``N`` points) with parameter Jacobian ``J`` (``N x P``),
+    ``K = J Jᵀ``. Recorded quantities, per name and for all residuals combined
+    (``combined``):
+
+    * ``ntk/<name>/trace``: ``tr K = ||J||_F²``;
+    * ``ntk/<name>/eigs``: the ``top_k`` largest eigenvalues, descending;
+    * ``ntk/<name>/effective_rank``: ``(Σλ)² / Σλ²`` (participation ratio; 1 = one direction);
+    * ``ntk/<name>/condition``: ``λ_1 / λ_k`` with ``k = top_k``. The raw ``λ_max / λ_min`` of
+      a rank-deficient float32 kernel is round-off noise, so it is not reported.
+
+    Args:
+        interval: period in steps.
+        fields: ``{name: field}``; default: the residual field under each constraint.
+        model: the model (default: the problem's only model).
+        filter: restrict to some parameters (any ``model.mask`` selector).
+        top_k: number of eigenvalues kept (and the ``k`` of the condition estimate).
+        max_points: use at most this many points of each residual (evenly spaced), bounding
+            the ``O(N² P + N³)`` cost.
+        combined: also the NTK of all residuals stacked.
+    """
+
+    def __init__(self, interval: int = 100, fields: dict[str, Expr] | None = None,
+                 model: Model | None = None, filter: Any = None, top_k: int = 5,
+                 max_points: int | None = None, combined: bool = True):
+        from jno_flax._tracker import check_interval
+        self.interval = check_interval(interval)
+        self.fields = fields
+        self.model, self.filter = model, filter
+        self.top_k = check_interval(top_k, "top_k")
+        self.max_points = None if max_points is None else check_interval(max_points,
+                                                                         "max_points")
+        self.combined = combined
+
+    @property
+    def state_key(self) -> str:
+        return f"NTKDiagnostics[{self.interval}]"
+
+    def _jacobian(self, field: Expr, target) -> Expr:
+        J = field.grad(target)[0]                      # (N, P) or (N, D, P)
+        J = jnn.reshape(J, (-1, J.shape[-1]))
+        n = J.shape[0]
+        if self.max_points is not None and n > self.max_points:
+            idx = np.linspace(0, n - 1, self.max_points).round().astype(int)
+            J = J[idx]
+        return J
+
+    def in_graph(self, trainer: "Trainer", problem: "Problem") -> list[InGraph]:
+        target = _target(problem, self.model, self.filter, "NTKDiagnostics")
+        fields = self.fields or {n: residual_field(n, e) for n, e in problem.constraints.items()}
+        jacobians = {name: self._jacobian(f, target) for name, f in fields.items()}
+        if self.combined and len(jacobians) > 1:
+            jacobians["all"] = jnn.concat(list(jacobians.values()), axis=0)
+        out = []
+        for name, J in jacobians.items():
+            k = min(self.top_k, J.shape[0])
+            eig = jnn.eigvalsh(J @ J.T)                  # ascending
+            top = jnn.function(lambda e, k=k: jnp.flip(e[-k:]), [eig], pointwise=False)
+            effective = jnn.sum(eig) ** 2 / (jnn.sum(eig * eig) + 1e-30)
+            condition = top[0] / jnn.maximum(top[k - 1], 1e-30)
+            for suffix, expr in (("trace", jnn.sum(J * J)), ("eigs", top),
+                                 ("effective_rank", effective), ("condition", condition)):
+                out.append(InGraph(f"ntk/{name}/{suffix}", expr, self.interval))
+        return out
+
+
+class GradientConflict(Callback):
+    """Cosine similarity between the parameter gradients of constraints, and their norms.
+
+    Records ``grad_norm/<name>`` for each constraint and ``cos/<a>|<b>`` for each pair
+    (``+1``: the terms push the weights the same way; ``-1``: they conflict), every
+    ``interval`` steps.
+
+    Args:
+        interval: period in steps.
+        constraints: names to compare (default: all constraints).
+        model: the model (default: the problem's only model).
+        filter: restrict to some parameters (any ``model.mask`` selector).
+    """
+
+    def __init__(self, interval: int = 100, constraints: Sequence[str] | None = None,
+                 model: Model | None = None, filter: Any = None):
+        from jno_flax._tracker import check_interval
+        self.interval = check_interval(interval)
+        self.constraints = None if constraints is None else list(constraints)
+        self.model, self.filter = model, filter
+
+    @property
+    def state_key(self) -> str:
+        return f"GradientConflict[{self.interval}]"
+
+    def in_graph(self, trainer: "Trainer", problem: "Problem") -> list[InGraph]:
+        target = _target(problem, self.model, self.filter, "GradientConflict")
+        names = self.constraints or list(problem.constraints)
+        unknown = [n for n in names if n not in problem.constraints]
+        if unknown or len(names) < 2:
+            raise ValueError(f"GradientConflict `constraints` must name at least two of "
+                             f"{list(problem.constraints)}; got {names}.")
+        grads = {n: problem.constraints[n].grad(target) for n in names}
+        norms = {n: jnn.norm(g) for n, g in grads.items()}
+        out = [InGraph(f"grad_norm/{n}", norms[n], self.interval) for n in names]
+        for a, b in combinations(names, 2):
+            cos = jnn.dot(grads[a], grads[b]) / (norms[a] * norms[b] + 1e-30)
+            out.append(InGraph(f"cos/{a}|{b}", cos, self.interval))
+        return out
