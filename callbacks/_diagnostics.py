@@ -64,11 +64,13 @@ class NTKDiagnostics(Callback):
         max_points: use at most this many points of each residual (evenly spaced), bounding
             the ``O(N² P + N³)`` cost.
         combined: also the NTK of all residuals stacked.
+        name: optional namespace: quantities become ``<name>/ntk/...`` (for several instances).
     """
 
     def __init__(self, interval: int = 100, fields: dict[str, Expr] | None = None,
                  model: Model | None = None, filter: Any = None, top_k: int = 5,
-                 max_points: int | None = None, combined: bool = True):
+                 max_points: int | None = None, combined: bool = True,
+                 name: str | None = None):
         from jno_flax._tracker import check_interval
         self.interval = check_interval(interval)
         self.fields = fields
@@ -77,10 +79,11 @@ class NTKDiagnostics(Callback):
         self.max_points = None if max_points is None else check_interval(max_points,
                                                                          "max_points")
         self.combined = combined
+        self.prefix = f"{name}/" if name else ""
 
     @property
     def state_key(self) -> str:
-        return f"NTKDiagnostics[{self.interval}]"
+        return f"NTKDiagnostics[{self.prefix}{self.interval}]"
 
     def _jacobian(self, field: Expr, target) -> Expr:
         J = field.grad(target)[0]                      # (N, P) or (N, D, P)
@@ -106,7 +109,7 @@ class NTKDiagnostics(Callback):
             condition = top[0] / jnn.maximum(top[k - 1], 1e-30)
             for suffix, expr in (("trace", jnn.sum(J * J)), ("eigs", top),
                                  ("effective_rank", effective), ("condition", condition)):
-                out.append(InGraph(f"ntk/{name}/{suffix}", expr, self.interval))
+                out.append(InGraph(f"{self.prefix}ntk/{name}/{suffix}", expr, self.interval))
         return out
 
 
@@ -122,18 +125,20 @@ class GradientConflict(Callback):
         constraints: names to compare (default: all constraints).
         model: the model (default: the problem's only model).
         filter: restrict to some parameters (any ``model.mask`` selector).
+        name: optional namespace: quantities become ``<name>/cos/...`` (for several instances).
     """
 
     def __init__(self, interval: int = 100, constraints: Sequence[str] | None = None,
-                 model: Model | None = None, filter: Any = None):
+                 model: Model | None = None, filter: Any = None, name: str | None = None):
         from jno_flax._tracker import check_interval
         self.interval = check_interval(interval)
         self.constraints = None if constraints is None else list(constraints)
         self.model, self.filter = model, filter
+        self.prefix = f"{name}/" if name else ""
 
     @property
     def state_key(self) -> str:
-        return f"GradientConflict[{self.interval}]"
+        return f"GradientConflict[{self.prefix}{self.interval}]"
 
     def in_graph(self, trainer: "Trainer", problem: "Problem") -> list[InGraph]:
         target = _target(problem, self.model, self.filter, "GradientConflict")
@@ -144,8 +149,8 @@ class GradientConflict(Callback):
                              f"{list(problem.constraints)}; got {names}.")
         grads = {n: problem.constraints[n].grad(target) for n in names}
         norms = {n: jnn.norm(g) for n, g in grads.items()}
-        out = [InGraph(f"grad_norm/{n}", norms[n], self.interval) for n in names]
+        out = [InGraph(f"{self.prefix}grad_norm/{n}", norms[n], self.interval) for n in names]
         for a, b in combinations(names, 2):
             cos = jnn.dot(grads[a], grads[b]) / (norms[a] * norms[b] + 1e-30)
-            out.append(InGraph(f"cos/{a}|{b}", cos, self.interval))
+            out.append(InGraph(f"{self.prefix}cos/{a}|{b}", cos, self.interval))
         return out
