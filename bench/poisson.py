@@ -10,7 +10,9 @@ round; rounds alternate the runners so that machine noise hits all of them alike
   ``folx.forward_laplacian`` on an unbatched point (the fastest found);
 * ``jno``: ``jno_flax`` with the same network, points and optimizer;
 * ``jno+tracker100``, ``jno+tracker1``: with a scalar tracker every 100 / every step;
-* ``jno+tensorboard``: with ``TensorBoardLogger`` writing every 100 steps.
+* ``jno+tensorboard``: with ``TensorBoardLogger`` writing every 100 steps;
+* ``jno+relobralo``: ReLoBRaLo weights; ``jno+lr_annealing``, ``jno+ntk``: gradient-norm and
+  NTK weights refreshed every 100 steps.
 
 Prints steady steps/s (median over rounds after the first), the ratio to ``hand``, the
 compile time of each runner's first chunk, and the peak RSS of the process.
@@ -89,6 +91,11 @@ def jno_runner(chunk: int, variant: str):
     pde = u.laplacian(x, y) + 2 * PI**2 * u_exact
     items = [pde.mse, net(xb, yb).mse]
     callbacks = []
+    if variant in ("relobralo", "lr_annealing", "ntk"):
+        scheme = getattr(jno.adaptive, variant)
+        kwargs = {} if variant == "relobralo" else {"period": 100}
+        w = scheme(items, **kwargs)
+        items = [w[0] * items[0], w[1] * items[1]]
     if variant == "tracker100":
         items.append(jnn.tracker(jnn.mean(jnn.abs(u - u_exact)), interval=100))
     elif variant == "tracker1":

@@ -5,7 +5,7 @@
 >>> x, y = dom.variable("interior")
 """
 
-from jno_flax import domain, nn
+from jno_flax import adaptive, domain, fn, nn
 from jno_flax import numpy as np  # noqa: F401  (``jno.np``)
 from jno_flax._expr import Expr
 from jno_flax._problem import Problem, core
@@ -14,5 +14,5 @@ from jno_flax._trainable import Model, Parameter, parameter, wrap
 
 __version__ = "0.1.0"
 
-__all__ = ["domain", "nn", "np", "Expr", "Problem", "core", "Tracker", "tracker", "Model",
+__all__ = ["adaptive", "domain", "fn", "nn", "np", "Expr", "Problem", "core", "Tracker", "tracker", "Model",
            "Parameter", "parameter", "wrap", "__version__"]

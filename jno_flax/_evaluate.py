@@ -47,9 +47,14 @@ class Registry:
     """Names of the trainables and keys of the point sets that a problem uses."""
 
     def __init__(self, outputs: Sequence[Expr]):
+        from jno_flax._balancer import AdaptiveWeight
         self.trainables: list[Trainable] = []
         self.pointsets: list[PointSet] = []
+        self.balancers: list[Any] = []
         for node in walk(outputs):
+            if isinstance(node, AdaptiveWeight) and all(node.balancer is not b
+                                                        for b in self.balancers):
+                self.balancers.append(node.balancer)
             for t in _trainables_of(node):
                 if all(t is not s for s in self.trainables):
                     self.trainables.append(t)
@@ -75,6 +80,7 @@ class Registry:
             used[name] = t
             self._names[id(t)] = name
         self._keys = {id(ps): f"points_{i}" for i, ps in enumerate(self.pointsets)}
+        self._balancer_keys = {id(b): f"adaptive/{i}" for i, b in enumerate(self.balancers)}
 
     def name(self, t: Trainable) -> str:
         try:
@@ -88,6 +94,17 @@ class Registry:
             return self._keys[id(ps)]
         except KeyError:
             raise ValueError(f"the points {ps.describe()} are not used by this problem.") from None
+
+    def balancer_key(self, balancer) -> str:
+        """Key of a balancer's state in ``TrainState.extras``."""
+        try:
+            return self._balancer_keys[id(balancer)]
+        except KeyError:
+            raise ValueError(f"{balancer!r} is not used by this problem.") from None
+
+    def initial_extras(self) -> dict[str, Any]:
+        """The state of every balancer before training."""
+        return {self.balancer_key(b): b.init_state() for b in self.balancers}
 
     def params(self) -> dict[str, nnx.State]:
         """Current parameters of every trainable (from the live modules)."""
@@ -153,6 +170,8 @@ class Evaluator:
         self.extras = extras or {}
         self.plan = Plan(outputs)
         self.cache: dict[int, jax.Array] = {}
+        self.memo: dict[Any, Any] = {}      # side computations shared by several nodes
+        self.updates: dict[str, Any] = {}   # new feature state (adaptive weights) of this step
         self._modules: dict[int, nnx.Module] = {}
 
     def module(self, t: Trainable) -> nnx.Module:

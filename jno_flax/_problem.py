@@ -62,10 +62,22 @@ class Problem:
             raise ValueError("`constraints` holds only trackers; at least one loss term is "
                              "needed to train.")
         self.registry = Registry(self.outputs)
+        self._check_balancers()
         self.state: "TrainState | None" = None
         self.history: "History | None" = None
         self._eval_cache: dict[Any, Any] = {}
         self._solver: tuple[dict, Any] | None = None
+
+    def _check_balancers(self) -> None:
+        from jno_flax._balancer import check_weight_usage
+        check_weight_usage(self.constraints)
+        in_loss = {id(n) for n in walk(list(self.constraints.values()))}
+        for b in self.registry.balancers:
+            penalty = getattr(b, "penalty", None)
+            if penalty is not None and id(penalty) not in in_loss:
+                raise ValueError(f"{b!r} has trainable weights: add its `penalty` to the "
+                                 "constraints, e.g. `jno.core([w[0] * l0, w[1] * l1, w.penalty])`;"
+                                 " without it the weights collapse to zero.")
 
     def _add(self, table: dict, name: str, item) -> None:
         if name in self.constraints or name in self.trackers:
@@ -138,12 +150,15 @@ class Problem:
         key = tuple(id(n) for n in nodes) + tuple(sorted(batch))
         fn = self._eval_cache.get(key)
         if fn is None:
-            def fn(params, batch):
-                ev = Evaluator(registry, params, batch, nodes)
+            def fn(params, batch, extras):
+                ev = Evaluator(registry, params, batch, nodes, extras=extras)
                 return [ev.value(n) for n in nodes]
             fn = jax.jit(fn)
             self._eval_cache[key] = fn
-        values = fn(registry.params(), batch)
+        extras = registry.initial_extras()
+        if self.state is not None:
+            extras.update(self.state.extras)
+        values = fn(registry.params(), batch, extras)
         return values[0] if single else values
 
     def _input_batch(self, registry: Registry, nodes: list[Expr], inputs: dict) -> dict:

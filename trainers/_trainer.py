@@ -13,6 +13,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jno_flax._balancer import AdaptiveWeight
 from jno_flax._evaluate import Evaluator
 from jno_flax._problem import Problem
 from jno_flax._trainable import _check_tx
@@ -151,12 +152,13 @@ class Trainer:
                            rng=rng, step=state.step, extras=state.extras)
             losses = self.compute_losses(problem, ev)
             values = {q.name: jax.lax.stop_gradient(ev.value(q.expr)) for q in every_step}
-            return self.aggregate_loss(losses), (losses, values)
+            return self.aggregate_loss(losses), (losses, values, ev.updates)
 
-        (total, (losses, values)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
+        (total, (losses, values, updates)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(trained)
         state = self.apply_gradients(state, grads)
-        return state.replace(step=state.step + 1), {"loss": total, "losses": losses,
-                                                    "values": values}
+        return state.replace(step=state.step + 1, extras={**state.extras, **updates}), {
+            "loss": total, "losses": losses, "values": values}
 
     # ------------------------------------------------------------------ fit
     def fit(self, problem: Problem, ckpt_path: str | None = None) -> History:
@@ -228,6 +230,12 @@ class Trainer:
                                      "constraints, trackers and quantities must be unique.")
                 taken.add(q.name)
                 quantities.append(q)
+        for k, balancer in enumerate(problem.registry.balancers):
+            for w in balancer.weights:
+                name = f"weights/{balancer.scheme}{k}/{w.loss.given_name or w.index}"
+                if name not in taken:
+                    taken.add(name)
+                    quantities.append(InGraph(name, w, 1))
         return quantities
 
     def _initial_state(self, problem: Problem) -> TrainState:
@@ -246,10 +254,12 @@ class Trainer:
                 opt_state[name] = old
             else:
                 opt_state[name] = tx.init(params[name])
+        # distinct buffers for every leaf: the state is donated to the compiled chunks
+        fresh_extras = jax.tree.map(jnp.copy, registry.initial_extras())
         if prev is not None:
-            return prev.replace(opt_state=opt_state)
+            return prev.replace(opt_state=opt_state, extras={**fresh_extras, **prev.extras})
         return TrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=opt_state,
-                          rng=jax.random.PRNGKey(self.seed), extras={})
+                          rng=jax.random.PRNGKey(self.seed), extras=fresh_extras)
 
     def _publish(self, problem: Problem) -> None:
         """Hand the trained parameters to the live modules (copies: the state is donated)."""
@@ -297,8 +307,10 @@ class Trainer:
         return int(np.prod(st.shape)) * jnp.dtype(st.dtype).itemsize
 
     def _dense_quantities(self) -> list[InGraph]:
-        """Every-step expression quantities: computed in the loss's own forward pass."""
-        return [q for q in self.quantities if q.interval == 1 and q.expr is not None]
+        """Quantities computed in the loss's own forward pass: every-step expressions, and
+        adaptive weights at any interval (so a tracked weight is exactly the one used)."""
+        return [q for q in self.quantities if q.expr is not None
+                and (q.interval == 1 or isinstance(q.expr, AdaptiveWeight))]
 
     def _evaluate(self, quantities: list[InGraph], state: TrainState, batch) -> dict[str, Any]:
         exprs = [q.expr for q in quantities if q.expr is not None]
@@ -389,8 +401,10 @@ class Trainer:
         total = np.asarray(dense["loss"][:n])
         self.history.record_steps(steps, total, losses)
         recorded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        intervals = {q.name: q.interval for q in self.quantities}
         for name, v in dense["values"].items():
-            recorded[name] = (steps, np.asarray(v[:n]))
+            keep = steps % intervals[name] == 0
+            recorded[name] = (steps[keep], np.asarray(v[:n])[keep])
         groups = self._interval_groups()
         for key, table in records["sparse"].items():
             k = groups[key][0]
