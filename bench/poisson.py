@@ -12,7 +12,8 @@ round; rounds alternate the runners so that machine noise hits all of them alike
 * ``jno+tracker100``, ``jno+tracker1``: with a scalar tracker every 100 / every step;
 * ``jno+tensorboard``: with ``TensorBoardLogger`` writing every 100 steps;
 * ``jno+relobralo``: ReLoBRaLo weights; ``jno+lr_annealing``, ``jno+ntk``: gradient-norm and
-  NTK weights refreshed every 100 steps.
+  NTK weights refreshed every 100 steps; ``jno+checkpoint``: an orbax checkpoint every 1000
+  steps.
 
 Prints steady steps/s (median over rounds after the first), the ratio to ``hand``, the
 compile time of each runner's first chunk, and the peak RSS of the process.
@@ -100,6 +101,10 @@ def jno_runner(chunk: int, variant: str):
         items.append(jnn.tracker(jnn.mean(jnn.abs(u - u_exact)), interval=100))
     elif variant == "tracker1":
         items.append(jnn.tracker(jnn.mean(jnn.abs(u - u_exact)), interval=1))
+    elif variant == "checkpoint":
+        from jno_flax.callbacks import ModelCheckpoint
+        callbacks.append(ModelCheckpoint(tempfile.mkdtemp(prefix="jno_bench_ckpt_"),
+                                         every_n_steps=1000))
     elif variant == "tensorboard":
         from jno_flax.callbacks import TensorBoardLogger
         callbacks.append(TensorBoardLogger(tempfile.mkdtemp(prefix="jno_bench_tb_")))

@@ -1,6 +1,7 @@
 """Trainer callbacks: hooks, in-graph quantities (trackers) and built-in behaviours."""
 
 from jno_flax.callbacks._callback import Callback, InGraph, StepMetrics
+from jno_flax.callbacks._checkpoint import ModelCheckpoint
 from jno_flax.callbacks._diagnostics import GradientConflict, NTKDiagnostics
 from jno_flax.callbacks._lr_monitor import LearningRateMonitor, learning_rate_of
 from jno_flax.callbacks._progress import ProgressBar
@@ -10,6 +11,6 @@ from jno_flax.callbacks._tensorboard import TensorBoardLogger
 from jno_flax.callbacks._tracker import TrackerCallback
 
 __all__ = ["Callback", "InGraph", "StepMetrics", "EarlyStopping", "GradientConflict",
-           "LearningRateMonitor", "NTKDiagnostics",
+           "LearningRateMonitor", "ModelCheckpoint", "NTKDiagnostics",
            "ProgressBar", "TensorBoardLogger", "TerminateOnNaN", "TrackerCallback",
            "early_stopping_decision", "learning_rate_of"]

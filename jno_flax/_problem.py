@@ -129,6 +129,17 @@ class Problem:
             self._solver = (dict(trainer_kwargs), trainer)
         return trainer.fit(self)
 
+    # ------------------------------------------------------------------ weights
+    def save_weights(self, path: str) -> str:
+        """Save every trainable's parameters (orbax) to the new directory ``path``."""
+        from jno_flax._weights import save_weights
+        return save_weights(self, path)
+
+    def load_weights(self, path: str) -> None:
+        """Load parameters for evaluation from ``save_weights`` output or a checkpoint."""
+        from jno_flax._weights import load_weights
+        load_weights(self, path)
+
     # ------------------------------------------------------------------ evaluation
     def eval(self, exprs, inputs: dict[Variable, Any] | None = None):
         """Evaluate expressions with the current weights.

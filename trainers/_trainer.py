@@ -162,13 +162,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ fit
     def fit(self, problem: Problem, ckpt_path: str | None = None) -> History:
-        """Train ``problem`` up to ``max_steps`` and return its :class:`History`."""
+        """Train ``problem`` up to ``max_steps`` and return its :class:`History`.
+
+        Args:
+            problem: from ``jno.core([...])``; a problem trained before continues.
+            ckpt_path: resume from a checkpoint first: ``"last"`` (the newest valid one of the
+                trainer's ``ModelCheckpoint``) or the path of a checkpoint step directory.
+        """
         if not isinstance(problem, Problem):
             raise TypeError(f"`problem` must be a jno_flax.Problem (from `jno.core([...])`), "
                             f"got {type(problem).__name__}.")
-        if ckpt_path is not None:
-            raise ValueError(f"`ckpt_path` {ckpt_path!r}: resuming needs checkpoints; this "
-                             "trainer has no checkpoint callback to read them.")
         self.problem = problem
         self.should_stop, self.stop_reason = False, None
         self.callbacks = self._assemble_callbacks(problem)
@@ -182,6 +185,9 @@ class Trainer:
             problem.history = self.history
             self.quantities = self._collect_quantities(problem)
             self._call("on_fit_start")
+            if ckpt_path is not None:
+                from jno_flax.callbacks._checkpoint import restore_into
+                self._call("on_load_checkpoint", restore_into(self, problem, ckpt_path))
             self._run(problem, started)
             self._call("on_train_end")
             self._publish(problem)
