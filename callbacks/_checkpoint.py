@@ -250,7 +250,7 @@ class ModelCheckpoint(Callback):
         if self._signal is not None:
             name = signal.Signals(self._signal).name
             path = self.step_path(self.last_saved_step)
-            print(f"{name} received: saved checkpoint {path} at step {self.last_saved_step}; "
+            print(f"\n{name} received: saved checkpoint {path} at step {self.last_saved_step}; "
                   "resume with `trainer.fit(problem, ckpt_path=\"last\")`.", file=sys.stderr)
             raise SystemExit(0)
 
