@@ -1,0 +1,50 @@
+"""The numbered examples run end to end (short runs here; full length with `-m slow`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("[0-9][0-9]_*.py"))
+OUTPUTS = {"01_poisson_2d.py": "runs/01_poisson_2d/poisson_2d.png",
+           "04_ntk_diagnostics.py": "runs/04_ntk_diagnostics/ntk.png",
+           "05_gradient_conflict.py": "runs/05_gradient_conflict/conflict.png",
+           "06_adaptive_weights.py": "runs/06_adaptive_weights/weights.png",
+           "07_resume.py": "runs/07_resume/resume.png"}
+
+
+def _run(example: Path, cwd: Path, steps: int | None) -> str:
+    env = dict(os.environ)
+    if steps is not None:
+        env["JNO_EXAMPLE_STEPS"] = str(steps)
+    out = subprocess.run([sys.executable, str(example)], cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs_briefly(example, tmp_path):
+    _run(example, tmp_path, steps=300)
+    if example.name in OUTPUTS:
+        assert (tmp_path / OUTPUTS[example.name]).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_main_example_reaches_its_stated_accuracy(tmp_path):
+    stdout = _run(EXAMPLES[0], tmp_path, steps=None)
+    err = float(re.search(r"relative L2 error: ([0-9.e+-]+)", stdout).group(1))
+    assert err < 2e-2, stdout
+    assert any((tmp_path / "runs" / "01_poisson_2d").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_inverse_example_recovers_parameters(tmp_path):
+    stdout = _run(EXAMPLES[1], tmp_path, steps=None)
+    err = float(re.search(r"max \|error\| = ([0-9.e+-]+)", stdout).group(1))
+    assert err < 5e-3, stdout
