@@ -1,6 +1,6 @@
 """Trainer callbacks: hooks, in-graph quantities (trackers) and built-in behaviours."""
 
-from jno_flax.callbacks._callback import Callback, InGraph, StepMetrics
+from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMetrics
 from jno_flax.callbacks._checkpoint import ModelCheckpoint
 from jno_flax.callbacks._diagnostics import GradientConflict, NTKDiagnostics
 from jno_flax.callbacks._lr_monitor import LearningRateMonitor, learning_rate_of
@@ -10,7 +10,7 @@ from jno_flax.callbacks._stopping import (EarlyStopping, TerminateOnNaN,
 from jno_flax.callbacks._tensorboard import TensorBoardLogger
 from jno_flax.callbacks._tracker import TrackerCallback
 
-__all__ = ["Callback", "InGraph", "StepMetrics", "EarlyStopping", "GradientConflict",
+__all__ = ["Callback", "ChunkMetrics", "InGraph", "StepMetrics", "EarlyStopping", "GradientConflict",
            "LearningRateMonitor", "ModelCheckpoint", "NTKDiagnostics",
            "ProgressBar", "TensorBoardLogger", "TerminateOnNaN", "TrackerCallback",
            "early_stopping_decision", "learning_rate_of"]

@@ -3,7 +3,8 @@
 The trainer calls the hooks in this order::
 
     setup -> on_fit_start -> (on_load_checkpoint when resuming) -> on_train_start
-      -> for every step, after the fused chunk that ran it: on_train_batch_end
+      -> after each fused chunk: on_train_batch_end for every step it ran (in step order),
+         then on_train_chunk_end once with the whole chunk as arrays
       -> on_train_end -> on_fit_end -> teardown
 
 ``on_exception`` runs when training raises (then ``teardown``, then the exception propagates).
@@ -96,6 +97,36 @@ class StepMetrics:
         return self.values.get(name, np.nan)
 
 
+@dataclass
+class ChunkMetrics:
+    """Everything one fused chunk produced, as arrays, handed to ``on_train_chunk_end``.
+
+    Attributes:
+        steps: ``(n,)`` the steps of the chunk.
+        loss: ``(n,)`` total loss of each step.
+        losses: ``{constraint name: (n,)}``.
+        values: ``{quantity name: (steps, values)}`` for in-graph quantities recorded in the
+            chunk, with their own step indices.
+    """
+
+    steps: np.ndarray
+    loss: np.ndarray
+    losses: dict[str, np.ndarray]
+    values: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @property
+    def last_step(self) -> int:
+        return int(self.steps[-1])
+
+    def series(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(steps, values)`` of ``"loss"``, a constraint or a quantity in this chunk."""
+        if name == "loss":
+            return self.steps, self.loss
+        if name in self.losses:
+            return self.steps, self.losses[name]
+        return self.values.get(name)
+
+
 class Callback:
     """Base class of trainer callbacks; override the hooks you need."""
 
@@ -126,6 +157,12 @@ class Callback:
     def on_train_batch_end(self, trainer: "Trainer", problem: "Problem",
                            metrics: StepMetrics) -> None:
         """Runs once per step, in step order, after the chunk that ran the step."""
+
+    def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
+                           chunk: ChunkMetrics) -> None:
+        """Runs once per fused chunk, after its per-step hooks; ``trainer.state`` is live.
+
+        The vectorised alternative to ``on_train_batch_end`` (no per-step Python calls)."""
 
     def on_train_end(self, trainer: "Trainer", problem: "Problem") -> None:
         """Runs after the last chunk (also after a stop); ``trainer.state`` is final."""

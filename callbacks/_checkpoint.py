@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jno_flax.callbacks._callback import Callback, StepMetrics
+from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
@@ -230,17 +230,16 @@ class ModelCheckpoint(Callback):
             signal.signal(signum, handler)
         self._previous_handlers = {}
 
-    def on_train_batch_end(self, trainer: "Trainer", problem: "Problem",
-                           metrics: StepMetrics) -> None:
-        self._latest["loss"] = metrics.loss
-        self._latest.update(metrics.losses)
-        for name, value in metrics.values.items():
-            if np.ndim(value) == 0:
-                self._latest[name] = float(value)
-        if metrics.last_in_chunk:
-            done = metrics.step + 1
-            if done % self.every_n_steps == 0 or self._signal is not None:
-                self.save(trainer, problem)
+    def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
+                           chunk: ChunkMetrics) -> None:
+        self._latest["loss"] = float(chunk.loss[-1])
+        self._latest.update({k: float(v[-1]) for k, v in chunk.losses.items()})
+        for name, (_, values) in chunk.values.items():
+            if len(values) and np.ndim(values[-1]) == 0:
+                self._latest[name] = float(values[-1])
+        done = chunk.last_step + 1
+        if done % self.every_n_steps == 0 or self._signal is not None:
+            self.save(trainer, problem)
 
     def on_train_end(self, trainer: "Trainer", problem: "Problem") -> None:
         if ((self.save_last or self._signal is not None)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from jno_flax.callbacks._callback import Callback, StepMetrics
+from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
@@ -28,11 +28,11 @@ class ProgressBar(Callback):
         self._bar = tqdm(total=trainer.max_steps, initial=trainer.global_step, unit="step",
                          leave=self.leave, dynamic_ncols=True)
 
-    def on_train_batch_end(self, trainer: "Trainer", problem: "Problem",
-                           metrics: StepMetrics) -> None:
-        if metrics.last_in_chunk and self._bar is not None:
-            self._bar.set_postfix(loss=f"{metrics.loss:.3e}", refresh=False)
-            self._bar.update(metrics.step + 1 - self._bar.n)
+    def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
+                           chunk: ChunkMetrics) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{chunk.loss[-1]:.3e}", refresh=False)
+            self._bar.update(chunk.last_step + 1 - self._bar.n)
 
     def teardown(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
         if self._bar is not None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jno_flax.callbacks._callback import Callback, StepMetrics
+from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
@@ -77,23 +77,20 @@ class EarlyStopping(Callback):
             raise ValueError(f"EarlyStopping `monitor` {self.monitor!r} is not a logged "
                              f"quantity; available: {available}.")
 
-    def on_train_batch_end(self, trainer: "Trainer", problem: "Problem",
-                           metrics: StepMetrics) -> None:
-        if trainer.should_stop:
+    def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
+                           chunk: ChunkMetrics) -> None:
+        series = chunk.series(self.monitor)
+        if series is None or trainer.should_stop:
             return
-        recorded = (self.monitor == "loss" or self.monitor in metrics.losses
-                    or self.monitor in metrics.values)
-        if not recorded:
-            return
-        d = early_stopping_decision(float(np.asarray(metrics.get(self.monitor))), self.best,
-                                    self.wait,
-                                    mode=self.mode, min_delta=self.min_delta,
-                                    patience=self.patience)
-        self.best, self.wait = d.best, d.wait
-        if d.stop:
-            self.stopped_step = metrics.step
-            trainer.stop(f"EarlyStopping: `{self.monitor}` did not improve for "
-                         f"{self.patience} checks (best {self.best:.4g}) at step {metrics.step}.")
+        for step, value in zip(*series):
+            d = early_stopping_decision(float(value), self.best, self.wait, mode=self.mode,
+                                        min_delta=self.min_delta, patience=self.patience)
+            self.best, self.wait = d.best, d.wait
+            if d.stop:
+                self.stopped_step = int(step)
+                trainer.stop(f"EarlyStopping: `{self.monitor}` did not improve for "
+                             f"{self.patience} checks (best {self.best:.4g}) at step {step}.")
+                return
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "wait": self.wait, "stopped_step": self.stopped_step}
@@ -110,13 +107,17 @@ class TerminateOnNaN(Callback):
     def __init__(self):
         self.bad_step: int | None = None
 
-    def on_train_batch_end(self, trainer: "Trainer", problem: "Problem",
-                           metrics: StepMetrics) -> None:
-        if self.bad_step is not None or math.isfinite(metrics.loss):
+    def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
+                           chunk: ChunkMetrics) -> None:
+        if self.bad_step is not None:
             return
-        self.bad_step = metrics.step
-        culprits = [k for k, v in metrics.losses.items() if not math.isfinite(v)]
-        trainer.stop(f"TerminateOnNaN: non-finite loss {metrics.loss} at step {metrics.step}; "
+        bad = np.nonzero(~np.isfinite(chunk.loss))[0]
+        if len(bad) == 0:
+            return
+        j = int(bad[0])
+        self.bad_step = int(chunk.steps[j])
+        culprits = [k for k, v in chunk.losses.items() if not np.isfinite(v[j])]
+        trainer.stop(f"TerminateOnNaN: non-finite loss {chunk.loss[j]} at step {self.bad_step}; "
                      f"non-finite constraint(s): {culprits or 'none (the aggregation)'}.")
 
     def state_dict(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from clu import metrics as clu_metrics
 from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams as hparams_summary
 
-from jno_flax.callbacks._callback import Callback, StepMetrics
+from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
@@ -66,7 +66,7 @@ class TensorBoardLogger(Callback):
         self.figure_every = (None if figure_every_n_steps is None
                              else check_interval(figure_every_n_steps, "figure_every_n_steps"))
         self.writer: SummaryWriter | None = None
-        self._window: dict[str, list[float]] = {}
+        self._window: dict[str, list[np.ndarray]] = {}
         self._every = 1
 
     @property
@@ -90,28 +90,33 @@ class TensorBoardLogger(Callback):
         if start == 0:
             self._write_hparams(trainer, problem)
 
-    def on_train_batch_end(self, trainer: "Trainer", problem: "Problem",
-                           metrics: StepMetrics) -> None:
+    def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
+                           chunk: ChunkMetrics) -> None:
         w = self.writer
         if w is None:
             return
-        self._window.setdefault("loss", []).append(metrics.loss)
-        for name, value in metrics.losses.items():
-            self._window.setdefault(f"losses/{name}", []).append(value)
-        for name, value in metrics.values.items():
-            if np.ndim(value) == 0:
-                w.add_scalar(name, float(value), metrics.step)
-            else:
-                w.add_histogram(name, np.asarray(value), metrics.step)
-        step = metrics.step
-        if (step + 1) % self._every == 0:
-            self._flush_window(step)
-        if metrics.last_in_chunk:
-            done = step + 1
-            if self.histogram_every and done % self.histogram_every == 0:
-                self._write_histograms(trainer, problem, step)
-            if self.figure_every and done % self.figure_every == 0:
-                w.add_figure("figure", self.figure_fn(trainer, problem), step)
+        series = {"loss": chunk.loss, **{f"losses/{k}": v for k, v in chunk.losses.items()}}
+        steps = chunk.steps
+        start = 0
+        for end in np.nonzero((steps + 1) % self._every == 0)[0]:
+            for tag, values in series.items():
+                self._window.setdefault(tag, []).append(values[start:end + 1])
+            self._flush_window(int(steps[end]))
+            start = end + 1
+        if start < len(steps):
+            for tag, values in series.items():
+                self._window.setdefault(tag, []).append(values[start:])
+        for name, (at, values) in chunk.values.items():
+            for step, value in zip(at, values):
+                if np.ndim(value) == 0:
+                    w.add_scalar(name, float(value), int(step))
+                else:
+                    w.add_histogram(name, np.asarray(value), int(step))
+        done = chunk.last_step + 1
+        if self.histogram_every and done % self.histogram_every == 0:
+            self._write_histograms(trainer, problem, chunk.last_step)
+        if self.figure_every and done % self.figure_every == 0:
+            w.add_figure("figure", self.figure_fn(trainer, problem), chunk.last_step)
 
     def on_train_end(self, trainer: "Trainer", problem: "Problem") -> None:
         if self.writer is not None and self._window:
@@ -127,10 +132,10 @@ class TensorBoardLogger(Callback):
     # ------------------------------------------------------------------ writing
     def _flush_window(self, step: int) -> None:
         metric_cls = AGGREGATIONS[self.aggregation]
-        for tag, values in self._window.items():
-            if not values:
+        for tag, parts in self._window.items():
+            data = np.concatenate(parts).astype(np.float32)
+            if data.size == 0:
                 continue
-            data = np.asarray(values, np.float32)
             metric = (metric_cls.from_model_output(data) if self.aggregation == "mean"
                       else metric_cls.from_model_output(data[-1]))
             self.writer.add_scalar(tag, float(metric.compute()), step)

@@ -135,3 +135,23 @@ def test_chunk_size_and_seed_validation():
         Trainer(max_steps=3, seed="0")
     with pytest.raises(TypeError, match="`problem` must be a jno_flax.Problem"):
         Trainer(max_steps=3).fit(jnn.parameter((1,)))
+
+
+def test_chunk_hook_gets_arrays_after_the_per_step_hooks(tiny):
+    order = []
+
+    class Both(Callback):
+        def on_train_batch_end(self, trainer, problem, metrics):
+            order.append(("step", metrics.step))
+
+        def on_train_chunk_end(self, trainer, problem, chunk):
+            order.append(("chunk", chunk.last_step))
+            assert trainer.global_step == chunk.last_step + 1
+            np.testing.assert_array_equal(chunk.loss, problem.history.total_loss[chunk.steps])
+            at, vals = chunk.series("err")
+            assert (at % 4 == 0).all() and len(at) == len(vals)
+
+    crux = tiny.core(jnn.tracker(tiny.error, 4, name="err"))
+    Trainer(max_steps=12, chunk_size=5, callbacks=[Both()], enable_progress_bar=False).fit(crux)
+    assert [e for e in order if e[0] == "chunk"] == [("chunk", 4), ("chunk", 9), ("chunk", 11)]
+    assert order.index(("chunk", 4)) == order.index(("step", 4)) + 1

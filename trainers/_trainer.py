@@ -17,7 +17,7 @@ from jno_flax._balancer import AdaptiveWeight
 from jno_flax._evaluate import Evaluator
 from jno_flax._problem import Problem
 from jno_flax._trainable import _check_tx
-from jno_flax.callbacks._callback import Callback, InGraph, StepMetrics
+from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMetrics
 from jno_flax.trainers._history import History
 from jno_flax.trainers._state import TrainState
 
@@ -37,7 +37,7 @@ def _positive_int(arg: str, value, allow_none: bool = False) -> int | None:
 class Trainer:
     """Trains a :class:`~jno_flax.Problem` in compiled chunks of fused steps.
 
-    Steps run inside one ``jax.jit`` per chunk (``lax.fori_loop``, state buffers donated); the
+    Steps run inside one ``jax.jit`` per chunk (``lax.scan``, state buffers donated); the
     host sees the per-step losses and in-graph quantities only after a chunk, in step order.
     Chunks end at ``chunk_size`` steps, at ``max_steps``, and wherever a callback asks for
     live state (:meth:`Callback.sync_every`).
@@ -290,18 +290,17 @@ class Trainer:
         return max(1, min(cap, int(self.max_record_bytes // max(per_step, 1))))
 
     def _compiled(self, problem: Problem, batch) -> tuple[Any, int]:
-        """The jitted chunk runner and its capacity; reused by later ``fit`` calls."""
-        signature = (id(problem), self.chunk_size, self.max_steps - self.global_step
-                     if self.max_steps - self.global_step < self.chunk_size else None,
-                     tuple((q.name, id(q.expr), q.interval) for q in self.quantities),
+        """The jitted chunk runner (one compilation per distinct chunk length, reused by
+        later ``fit`` calls) and the longest chunk the record memory bound allows."""
+        signature = (id(problem), tuple((q.name, id(q.expr), q.interval) for q in self.quantities),
                      tuple((n, id(tx)) for n, tx in self.txs.items()),
                      jax.tree.structure(self.state))
         if signature not in self._cache:
             out_struct = jax.eval_shape(lambda s: self.training_step(s, batch)[1], self.state)
-            capacity = self._capacity(out_struct)
-            run = jax.jit(self._chunk_fn(capacity, out_struct), donate_argnums=0)
-            self._cache = {signature: (run, capacity)}  # keep one: old ones pin their problem
-        return self._cache[signature]
+            run = jax.jit(self._chunk_fn(), static_argnums=2, donate_argnums=0)
+            self._cache = {signature: (run, out_struct)}  # keep one: old ones pin a problem
+        run, out_struct = self._cache[signature]
+        return run, self._capacity(out_struct)
 
     def _struct_of(self, q: InGraph) -> jax.ShapeDtypeStruct:
         if q.expr is not None:
@@ -334,15 +333,18 @@ class Trainer:
         sync = self._sync_intervals()
         per_step_hooks = [cb for cb in self.callbacks
                           if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
+        chunk_hooks = [cb for cb in self.callbacks
+                       if type(cb).on_train_chunk_end is not Callback.on_train_chunk_end]
         self._call("on_train_start")
         while self.global_step < self.max_steps and not self.should_stop:
             s0 = self.global_step
             end = min(s0 + capacity, self.max_steps)
             for n in sync:
                 end = min(end, (s0 // n + 1) * n)
-            self.state, records = run_chunk(self.state, batch, jnp.asarray(end - s0, jnp.int32))
+            self.state, records = run_chunk(self.state, batch, end - s0)
             problem.state = self.state
-            self._record(s0, end, jax.device_get(records), per_step_hooks)
+            chunk = self._record(s0, end, jax.device_get(records))
+            self._dispatch(chunk, per_step_hooks, chunk_hooks)
 
     def _interval_groups(self) -> dict[str, tuple[int, bool, list[InGraph]]]:
         """Quantities recorded on their own rows: ``{key: (interval, after_step, [q])}``."""
@@ -354,16 +356,19 @@ class Trainer:
                 groups.setdefault(key, (q.interval, q.after_step, []))[2].append(q)
         return groups
 
-    def _chunk_fn(self, capacity: int, out_struct):
+    def _chunk_fn(self):
+        """``run(state, batch, n)``: ``n`` (static) fused steps in one ``lax.scan``.
+
+        A static trip count lets XLA run the loop without reading a predicate back to the
+        host every iteration (which costs a device sync per step on GPUs).
+        """
         groups = self._interval_groups()
 
-        def run(state: TrainState, batch, n_steps):
+        def run(state: TrainState, batch, n_steps: int):
             s0 = state.step
-            records = jax.tree.map(lambda x: jnp.zeros((capacity,) + x.shape, x.dtype),
-                                   out_struct)
             sparse = {}
             for key, (k, _, qs) in groups.items():
-                rows = math.ceil(capacity / k)
+                rows = math.ceil(n_steps / k)
                 sparse[key] = {q.name: jnp.zeros((rows,) + self._struct_of(q).shape,
                                                  self._struct_of(q).dtype) for q in qs}
 
@@ -379,8 +384,8 @@ class Trainer:
                     return write(buffers)
                 return jax.lax.cond(step % k == 0, write, lambda b: b, buffers)
 
-            def body(i, carry):
-                state, records, sparse = carry
+            def body(carry, _):
+                state, sparse = carry
                 sparse = dict(sparse)
                 step = state.step
                 for key, (_, after, _) in groups.items():
@@ -390,27 +395,25 @@ class Trainer:
                 for key, (_, after, _) in groups.items():
                     if after:
                         sparse[key] = write_rows(key, step, state, sparse[key])
-                records = jax.tree.map(lambda r, v: r.at[i].set(v), records, out)
-                return state, records, sparse
+                return (state, sparse), out
 
-            state, records, sparse = jax.lax.fori_loop(0, n_steps, body,
-                                                       (state, records, sparse))
-            return state, {"dense": records, "sparse": sparse}
+            (state, sparse), dense = jax.lax.scan(body, (state, sparse), None, length=n_steps)
+            return state, {"dense": dense, "sparse": sparse}
 
         return run
 
-    def _record(self, s0: int, end: int, records: dict, per_step_hooks: list[Callback]) -> None:
-        n = end - s0
+    def _record(self, s0: int, end: int, records: dict) -> ChunkMetrics:
+        """Append a chunk's records to the history; return them as arrays."""
         steps = np.arange(s0, end)
         dense = records["dense"]
-        losses = {k: np.asarray(v[:n]) for k, v in dense["losses"].items()}
-        total = np.asarray(dense["loss"][:n])
+        losses = {k: np.asarray(v) for k, v in dense["losses"].items()}
+        total = np.asarray(dense["loss"])
         self.history.record_steps(steps, total, losses)
         recorded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         intervals = {q.name: q.interval for q in self.quantities}
         for name, v in dense["values"].items():
             keep = steps % intervals[name] == 0
-            recorded[name] = (steps[keep], np.asarray(v[:n])[keep])
+            recorded[name] = (steps[keep], np.asarray(v)[keep])
         groups = self._interval_groups()
         for key, table in records["sparse"].items():
             k = groups[key][0]
@@ -419,17 +422,23 @@ class Trainer:
                 recorded[name] = (at, np.asarray(v[:len(at)]))
         for name, (at, v) in recorded.items():
             self.history.record_values(name, at, v)
-        if not per_step_hooks:
-            return
-        by_step: dict[int, dict[str, Any]] = {}
-        for name, (at, v) in recorded.items():
-            for j, s in enumerate(at):
-                val = v[j]
-                by_step.setdefault(int(s), {})[name] = float(val) if np.ndim(val) == 0 else val
-        names = list(losses)
-        for j, s in enumerate(steps):
-            m = StepMetrics(step=int(s), loss=float(total[j]),
-                            losses={k: float(losses[k][j]) for k in names},
-                            values=by_step.get(int(s), {}), last_in_chunk=(j == n - 1))
-            for cb in per_step_hooks:
-                cb.on_train_batch_end(self, self.problem, m)
+        return ChunkMetrics(steps, total, losses, recorded)
+
+    def _dispatch(self, chunk: ChunkMetrics, per_step_hooks: list[Callback],
+                  chunk_hooks: list[Callback]) -> None:
+        if per_step_hooks:
+            by_step: dict[int, dict[str, Any]] = {}
+            for name, (at, v) in chunk.values.items():
+                for j, s in enumerate(at):
+                    val = v[j]
+                    by_step.setdefault(int(s), {})[name] = (float(val) if np.ndim(val) == 0
+                                                           else val)
+            n = len(chunk.steps)
+            for j, s in enumerate(chunk.steps):
+                m = StepMetrics(step=int(s), loss=float(chunk.loss[j]),
+                                losses={k: float(v[j]) for k, v in chunk.losses.items()},
+                                values=by_step.get(int(s), {}), last_in_chunk=(j == n - 1))
+                for cb in per_step_hooks:
+                    cb.on_train_batch_end(self, self.problem, m)
+        for cb in chunk_hooks:
+            cb.on_train_chunk_end(self, self.problem, chunk)
