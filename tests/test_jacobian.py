@@ -198,3 +198,12 @@ def test_diagnostics_errors(tiny):
     with pytest.raises(ValueError, match="'loss_1' .* is not a reduction of one field"):
         Trainer(max_steps=2, callbacks=[NTKDiagnostics()],
                 enable_progress_bar=False).fit(crux)
+
+
+def test_chunked_per_point_jacobian_equals_the_vmapped_one(tiny, monkeypatch):
+    import jno_flax._jacobian as jac_module
+    crux = tiny.core()
+    whole = np.asarray(crux.eval(tiny.u.grad(tiny.net)))
+    monkeypatch.setattr(jac_module, "POINT_CHUNK", 10)  # 64 points -> lax.map in 7 batches
+    J = tiny.u.grad(tiny.net)
+    np.testing.assert_allclose(np.asarray(crux.eval(J)), whole, rtol=1e-6, atol=1e-7)

@@ -64,3 +64,20 @@ def test_logger_and_lr_monitor_errors(tiny, tmp_path):
                                           "inject_hyperparams"):
         Trainer(max_steps=2, callbacks=[LearningRateMonitor()],
                 enable_progress_bar=False).fit(tiny.core())
+
+
+def test_figures_and_hparams_are_written(tiny, tmp_path):
+    import matplotlib.pyplot as plt
+
+    def figure(trainer, problem):
+        fig, ax = plt.subplots()
+        ax.plot(problem.history.total_loss)
+        return fig
+
+    logger = TensorBoardLogger(tmp_path, figure_fn=figure, figure_every_n_steps=5,
+                               hparams={"lr": 1e-2})
+    Trainer(max_steps=10, callbacks=[logger], enable_progress_bar=False).fit(tiny.core())
+    acc = _read(tmp_path)
+    assert [e.step for e in acc.Images("figure")] == [4, 9]
+    plugins = acc.PluginTagToContent("hparams")
+    assert plugins  # the hparams session summaries were written
