@@ -5,12 +5,12 @@ from jno_flax.callbacks._checkpoint import ModelCheckpoint
 from jno_flax.callbacks._diagnostics import GradientConflict, NTKDiagnostics
 from jno_flax.callbacks._lr_monitor import LearningRateMonitor, learning_rate_of
 from jno_flax.callbacks._progress import ProgressBar
-from jno_flax.callbacks._stopping import (EarlyStopping, TerminateOnNaN,
-                                          early_stopping_decision)
+from jno_flax.callbacks._stopping import EarlyStopping, TerminateOnNaN, early_stopping_decision
 from jno_flax.callbacks._tensorboard import TensorBoardLogger
 from jno_flax.callbacks._tracker import TrackerCallback
 
-__all__ = ["Callback", "ChunkMetrics", "InGraph", "StepMetrics", "EarlyStopping", "GradientConflict",
+__all__ = ["Callback", "ChunkMetrics", "InGraph", "StepMetrics", "EarlyStopping",
+           "GradientConflict",
            "LearningRateMonitor", "ModelCheckpoint", "NTKDiagnostics",
            "ProgressBar", "TensorBoardLogger", "TerminateOnNaN", "TrackerCallback",
            "early_stopping_decision", "learning_rate_of"]

@@ -29,9 +29,13 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from jno_flax._checks import name as check_name
+from jno_flax._checks import positive_int
+
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax import Expr, Problem
     from jno_flax.trainers import Trainer
+
+    from jno_flax import Expr, Problem
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,15 +61,13 @@ class InGraph:
     after_step: bool = False
 
     def __post_init__(self):
-        from jno_flax._tracker import check_interval
-        if not isinstance(self.name, str) or not self.name:
-            raise TypeError(f"`name` must be a non-empty string, got {self.name!r}.")
+        check_name("name", self.name)
         if (self.expr is None) == (self.fn is None):
             raise ValueError(f"in-graph quantity {self.name!r}: give exactly one of `expr` "
                              "and `fn`.")
         if self.after_step and self.fn is None:
             raise ValueError(f"in-graph quantity {self.name!r}: `after_step` needs `fn`.")
-        check_interval(self.interval)
+        positive_int("interval", self.interval, steps=True)
 
 
 @dataclass

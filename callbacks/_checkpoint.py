@@ -26,12 +26,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
+from jno_flax._checks import positive_int
+
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax import Problem
     from jno_flax.trainers import History, Trainer
+
+    from jno_flax import Problem
 
 MODES = ("min", "max")
 #: what a damaged checkpoint raises when read (truncated or missing files, bad JSON)
@@ -89,7 +91,8 @@ def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list
     for name in sorted(set(saved["trainables"]) | set(current["trainables"])):
         a, b = saved["trainables"].get(name), current["trainables"].get(name)
         if a is None or b is None:
-            problems.append(f"trainable {name!r} only in the {'problem' if a is None else 'checkpoint'}")
+            where = "problem" if a is None else "checkpoint"
+            problems.append(f"trainable {name!r} only in the {where}")
             continue
         for path in sorted(set(a) | set(b)):
             if a.get(path) != b.get(path):
@@ -131,13 +134,11 @@ class ModelCheckpoint(Callback):
     def __init__(self, dirpath: str, every_n_steps: int = 1000, max_to_keep: int | None = 3,
                  monitor: str | None = None, mode: str = "min", save_last: bool = True,
                  handle_signals: bool = True, async_save: bool = True):
-        from jno_flax._tracker import check_interval
         if not isinstance(dirpath, (str, os.PathLike)):
             raise TypeError(f"`dirpath` must be a path, got {dirpath!r}.")
         self.dirpath = os.path.abspath(os.fspath(dirpath))
-        self.every_n_steps = check_interval(every_n_steps, "every_n_steps")
-        self.max_to_keep = None if max_to_keep is None else check_interval(max_to_keep,
-                                                                           "max_to_keep")
+        self.every_n_steps = positive_int("every_n_steps", every_n_steps, steps=True)
+        self.max_to_keep = positive_int("max_to_keep", max_to_keep, allow_none=True)
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
         if monitor is not None and not isinstance(monitor, str):

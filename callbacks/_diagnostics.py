@@ -12,15 +12,17 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import jax.numpy as jnp
 import numpy as np
-
-import jno_flax.numpy as jnn
-from jno_flax._expr import Apply, Expr
-from jno_flax._trainable import Model
 from jno_flax.callbacks._callback import Callback, InGraph
 
+import jno_flax.numpy as jnn
+from jno_flax._checks import positive_int
+from jno_flax._expr import Apply, Expr
+from jno_flax._trainable import Model
+
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax import Problem
     from jno_flax.trainers import Trainer
+
+    from jno_flax import Problem
 
 
 def _target(problem: "Problem", model: Model | None, filter: Any, who: str):
@@ -71,13 +73,11 @@ class NTKDiagnostics(Callback):
                  model: Model | None = None, filter: Any = None, top_k: int = 5,
                  max_points: int | None = None, combined: bool = True,
                  name: str | None = None):
-        from jno_flax._tracker import check_interval
-        self.interval = check_interval(interval)
+        self.interval = positive_int("interval", interval, steps=True)
         self.fields = fields
         self.model, self.filter = model, filter
-        self.top_k = check_interval(top_k, "top_k")
-        self.max_points = None if max_points is None else check_interval(max_points,
-                                                                         "max_points")
+        self.top_k = positive_int("top_k", top_k)
+        self.max_points = positive_int("max_points", max_points, allow_none=True)
         self.combined = combined
         self.prefix = f"{name}/" if name else ""
 
@@ -130,8 +130,7 @@ class GradientConflict(Callback):
 
     def __init__(self, interval: int = 100, constraints: Sequence[str] | None = None,
                  model: Model | None = None, filter: Any = None, name: str | None = None):
-        from jno_flax._tracker import check_interval
-        self.interval = check_interval(interval)
+        self.interval = positive_int("interval", interval, steps=True)
         self.constraints = None if constraints is None else list(constraints)
         self.model, self.filter = model, filter
         self.prefix = f"{name}/" if name else ""

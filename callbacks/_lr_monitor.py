@@ -6,12 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-
 from jno_flax.callbacks._callback import Callback, InGraph
 
+from jno_flax._checks import positive_int
+
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax import Problem
     from jno_flax.trainers import Trainer
+
+    from jno_flax import Problem
 
 
 def learning_rate_of(opt_state: Any) -> jax.Array | None:
@@ -33,9 +35,8 @@ class LearningRateMonitor(Callback):
     """
 
     def __init__(self, logging_interval: int | None = None):
-        from jno_flax._tracker import check_interval
-        self.logging_interval = (None if logging_interval is None
-                                 else check_interval(logging_interval, "logging_interval"))
+        self.logging_interval = positive_int("logging_interval", logging_interval, steps=True,
+                                             allow_none=True)
 
     def in_graph(self, trainer: "Trainer", problem: "Problem") -> list[InGraph]:
         interval = self.logging_interval or trainer.log_every_n_steps

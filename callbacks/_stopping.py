@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
+from jno_flax._checks import positive_int
+
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax import Problem
     from jno_flax.trainers import Trainer
+
+    from jno_flax import Problem
 
 MODES = ("min", "max")
 
@@ -54,7 +56,6 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "loss", patience: int = 1000, min_delta: float = 0.0,
                  mode: str = "min"):
-        from jno_flax._tracker import check_interval
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
         if not isinstance(monitor, str):
@@ -62,7 +63,7 @@ class EarlyStopping(Callback):
         if not isinstance(min_delta, (int, float)) or min_delta < 0:
             raise ValueError(f"`min_delta` must be a non-negative number, got {min_delta!r}.")
         self.monitor, self.mode, self.min_delta = monitor, mode, float(min_delta)
-        self.patience = check_interval(patience, "patience")
+        self.patience = positive_int("patience", patience)
         self.best = math.inf if mode == "min" else -math.inf
         self.wait = 0
         self.stopped_step: int | None = None

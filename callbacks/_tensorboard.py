@@ -9,14 +9,16 @@ from typing import TYPE_CHECKING, Any, Callable
 import jax
 import numpy as np
 from clu import metrics as clu_metrics
+from jno_flax.callbacks._callback import Callback, ChunkMetrics
 from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams as hparams_summary
 
-from jno_flax.callbacks._callback import Callback, ChunkMetrics
+from jno_flax._checks import positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax import Problem
     from jno_flax.trainers import Trainer
+
+    from jno_flax import Problem
 
 AGGREGATIONS = {"mean": clu_metrics.Average, "last": clu_metrics.LastValue}
 
@@ -46,7 +48,6 @@ class TensorBoardLogger(Callback):
                  histogram_every_n_steps: int | None = None,
                  figure_fn: Callable[..., Any] | None = None,
                  figure_every_n_steps: int | None = None):
-        from jno_flax._tracker import check_interval
         if not isinstance(log_dir, (str, os.PathLike)):
             raise TypeError(f"`log_dir` must be a path, got {log_dir!r}.")
         if aggregation not in AGGREGATIONS:
@@ -55,16 +56,15 @@ class TensorBoardLogger(Callback):
         if (figure_fn is None) != (figure_every_n_steps is None):
             raise ValueError("`figure_fn` and `figure_every_n_steps` go together; give both.")
         self.log_dir = os.fspath(log_dir)
-        self.log_every_n_steps = (None if log_every_n_steps is None
-                                  else check_interval(log_every_n_steps, "log_every_n_steps"))
+        self.log_every_n_steps = positive_int("log_every_n_steps", log_every_n_steps,
+                                              steps=True, allow_none=True)
         self.aggregation = aggregation
         self.hparams = dict(hparams or {})
-        self.histogram_every = (None if histogram_every_n_steps is None else
-                                check_interval(histogram_every_n_steps,
-                                               "histogram_every_n_steps"))
+        self.histogram_every = positive_int("histogram_every_n_steps", histogram_every_n_steps,
+                                            steps=True, allow_none=True)
         self.figure_fn = figure_fn
-        self.figure_every = (None if figure_every_n_steps is None
-                             else check_interval(figure_every_n_steps, "figure_every_n_steps"))
+        self.figure_every = positive_int("figure_every_n_steps", figure_every_n_steps,
+                                         steps=True, allow_none=True)
         self.writer: SummaryWriter | None = None
         self._window: dict[str, list[np.ndarray]] = {}
         self._every = 1

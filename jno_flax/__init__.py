@@ -14,5 +14,6 @@ from jno_flax._trainable import Model, Parameter, parameter, wrap
 
 __version__ = "0.1.0"
 
-__all__ = ["adaptive", "domain", "fn", "nn", "np", "Expr", "Problem", "core", "Tracker", "tracker", "Model",
+__all__ = ["adaptive", "domain", "fn", "nn", "np", "Expr", "Problem", "core", "Tracker",
+           "tracker", "Model",
            "Parameter", "parameter", "wrap", "__version__"]

@@ -10,8 +10,7 @@ never advances it.
 
 from __future__ import annotations
 
-import numbers
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,27 +19,6 @@ from jno_flax._expr import Constant, Expr
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax._evaluate import Evaluator
-
-
-def check_unit(arg: str, value, *, open_low: bool = False) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and (
-        0.0 < value <= 1.0 if open_low else 0.0 <= value <= 1.0)
-    if not ok:
-        rng = "(0, 1]" if open_low else "[0, 1]"
-        raise ValueError(f"`{arg}` must be a number in {rng}, got {value!r}.")
-    return float(value)
-
-
-def check_positive(arg: str, value) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"`{arg}` must be a positive number, got {value!r}.")
-    return float(value)
-
-
-def check_period(arg: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{arg}` must be a positive integer (steps), got {value!r}.")
-    return int(value)
 
 
 class Balancer:
@@ -89,7 +67,7 @@ class Balancer:
         """This step's weights, computed once per evaluator; records the new state."""
         key = ("balancer", id(self))
         if key not in ev.memo:
-            values = jnp.stack([ev.value(l) for l in self.losses])
+            values = jnp.stack([ev.value(loss) for loss in self.losses])
             if not self.differentiable:
                 values = jax.lax.stop_gradient(values)
             name = ev.registry.balancer_key(self)

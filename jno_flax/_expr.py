@@ -23,8 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jno_flax._checks import name as check_name
+
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax._evaluate import PointContext, Evaluator
+    from jno_flax._evaluate import Evaluator, PointContext
     from jno_flax._pointset import PointSet
 
 
@@ -79,8 +81,7 @@ class Expr:
 
     def name(self, name: str) -> "Expr":
         """Name this expression (used for constraints and trackers); returns ``self``."""
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"`name` must be a non-empty string, got {name!r}.")
+        check_name("name", name)
         self._name = name
         return self
 
@@ -188,7 +189,7 @@ class Expr:
         return Laplacian(self, vars)
 
     def hessian(self, *vars: "Expr") -> "Expr":
-        """Hessian over ``vars``: per point ``(k, k)`` for a 1-component field, else ``(D, k, k)``."""
+        """Hessian over ``vars``: per point ``(k, k)`` (1-component field) or ``(D, k, k)``."""
         from jno_flax._derivatives import Hessian
         return Hessian(self, vars)
 

@@ -47,7 +47,7 @@ class ParameterJacobian(Expr):
                              "to take its parameter Jacobian.")
         leaves = jax.tree.leaves(trainable.params())
         self.selected = tuple(view.selected) if view else (True,) * len(leaves)
-        self.sizes = [int(l.size) for l in leaves]
+        self.sizes = [int(leaf.size) for leaf in leaves]
         self.num_params = sum(n for n, s in zip(self.sizes, self.selected) if s)
         self.expr = expr
         self.trainable = trainable
@@ -64,7 +64,7 @@ class ParameterJacobian(Expr):
     # ------------------------------------------------------------------ flattening
     def _split(self, state) -> tuple[jax.Array, Any]:
         leaves, treedef = jax.tree.flatten(state)
-        flat = jnp.concatenate([jnp.ravel(l) for l, s in zip(leaves, self.selected) if s])
+        flat = jnp.concatenate([jnp.ravel(leaf) for leaf, s in zip(leaves, self.selected) if s])
         return flat, (leaves, treedef)
 
     def _merge(self, flat: jax.Array, aux) -> Any:

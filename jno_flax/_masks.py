@@ -90,7 +90,7 @@ class MaskedView:
     @property
     def num_params(self) -> int:
         leaves = jax.tree.leaves(self.trainable.params())
-        return sum(int(l.size) for l, s in zip(leaves, self.selected) if s)
+        return sum(int(leaf.size) for leaf, s in zip(leaves, self.selected) if s)
 
     def optimizer(self, tx: optax.GradientTransformation) -> "MaskedView":
         from jno_flax._trainable import _check_tx

@@ -115,7 +115,7 @@ class Problem:
 
     # ------------------------------------------------------------------ training
     def solve(self, steps: int, **trainer_kwargs) -> "History":
-        """Train ``steps`` more steps: ``Trainer(max_steps=global_step + steps, **kw).fit(self)``."""
+        """Train ``steps`` more steps: ``Trainer(max_steps=global_step + steps, **kw).fit``."""
         from jno_flax.trainers import Trainer
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps <= 0:
             raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")

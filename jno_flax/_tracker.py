@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
-
+from jno_flax._checks import name as check_name
+from jno_flax._checks import positive_int
 from jno_flax._expr import Expr
-
-
-def check_interval(interval, arg: str = "interval") -> int:
-    if isinstance(interval, bool) or not isinstance(interval, numbers.Integral) or interval < 1:
-        raise ValueError(f"`{arg}` must be a positive integer (steps), got {interval!r}.")
-    return int(interval)
 
 
 class Tracker:
@@ -26,16 +20,14 @@ class Tracker:
         if not isinstance(expr, Expr):
             raise TypeError(f"`expr` of a tracker must be an expression, got "
                             f"{type(expr).__name__}: {expr!r}.")
-        if name is not None and (not isinstance(name, str) or not name):
-            raise TypeError(f"`name` must be a non-empty string or None, got {name!r}.")
+        check_name("name", name, allow_none=True)
         self.expr = expr
-        self.interval = check_interval(interval)
+        self.interval = positive_int("interval", interval, steps=True)
         self._name = name
 
     def name(self, name: str) -> "Tracker":
         """Name the tracker; returns ``self``."""
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"`name` must be a non-empty string, got {name!r}.")
+        check_name("name", name)
         self._name = name
         return self
 

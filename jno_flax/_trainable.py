@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jno_flax._checks import name as check_name
 from jno_flax._expr import Expr, _common_pointset, _fmt_shape, as_expr
 
 
@@ -34,8 +35,7 @@ class Trainable:
     kind = "trainable"
 
     def __init__(self, module: nnx.Module, name: str | None):
-        if name is not None and (not isinstance(name, str) or not name):
-            raise TypeError(f"`name` must be a non-empty string or None, got {name!r}.")
+        check_name("name", name, allow_none=True)
         self.module = module
         self.user_name = name
         self.tx: optax.GradientTransformation | None = None

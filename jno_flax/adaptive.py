@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import optax
 
 import jno_flax.numpy as jnn
-from jno_flax._balancer import (AdaptiveWeight, Balancer, check_period, check_positive,
-                                check_unit)
+from jno_flax._balancer import AdaptiveWeight, Balancer
+from jno_flax._checks import positive_int, positive_number, unit_interval
 from jno_flax._evaluate import Evaluator
 from jno_flax._expr import Apply, Expr
 from jno_flax._trainable import Model, parameter
@@ -62,9 +62,9 @@ class ReLoBRaLo(Balancer):
     def __init__(self, losses, alpha: float = 0.99, tau: float = 0.1,
                  expected_rho: float = 0.999):
         super().__init__(losses)
-        self.alpha = check_unit("alpha", alpha)
-        self.tau = check_positive("tau", tau)
-        self.expected_rho = check_unit("expected_rho", expected_rho)
+        self.alpha = unit_interval("alpha", alpha)
+        self.tau = positive_number("tau", tau)
+        self.expected_rho = unit_interval("expected_rho", expected_rho)
 
     def init_state(self):
         ones = jnp.ones((self.m,), jnp.float32)
@@ -107,7 +107,7 @@ class SoftAdapt(Balancer):
     def __init__(self, losses, beta: float = 0.1, normalize: bool = True,
                  loss_weighted: bool = False):
         super().__init__(losses)
-        self.beta = check_positive("beta", beta)
+        self.beta = positive_number("beta", beta)
         self.normalize, self.loss_weighted = bool(normalize), bool(loss_weighted)
 
     def init_state(self):
@@ -144,7 +144,7 @@ class DWA(Balancer):
 
     def __init__(self, losses, temperature: float = 2.0):
         super().__init__(losses)
-        self.temperature = check_positive("temperature", temperature)
+        self.temperature = positive_number("temperature", temperature)
 
     def init_state(self):
         ones = jnp.ones((self.m,), jnp.float32)
@@ -169,8 +169,8 @@ class _Periodic(Balancer):
 
     def __init__(self, losses, period: int, alpha: float):
         super().__init__(losses)
-        self.period = check_period("period", period)
-        self.alpha = check_unit("alpha", alpha)
+        self.period = positive_int("period", period, steps=True)
+        self.alpha = unit_interval("alpha", alpha)
 
     def init_state(self):
         return {"count": jnp.zeros((), jnp.int32), "weights": jnp.ones((self.m,), jnp.float32)}
@@ -264,7 +264,7 @@ class NTKWeights(_Periodic):
 
     def __init__(self, losses, period: int = 100, alpha: float = 0.0, model: Any = None):
         super().__init__(losses, period, alpha)
-        fields = [residual_field(l, f"`losses[{i}]`") for i, l in enumerate(self.losses)]
+        fields = [residual_field(loss, f"`losses[{i}]`") for i, loss in enumerate(self.losses)]
         if model is None:
             from jno_flax._evaluate import Registry
             models = [t for t in Registry(list(self.losses)).trainables if isinstance(t, Model)]
@@ -341,7 +341,7 @@ class Causal(Balancer):
 
     def __init__(self, losses, epsilon: float = 1.0):
         super().__init__(losses)
-        self.epsilon = check_positive("epsilon", epsilon)
+        self.epsilon = positive_number("epsilon", epsilon)
 
     def update(self, state, losses, ev):
         earlier = jnp.concatenate([jnp.zeros((1,), losses.dtype), jnp.cumsum(losses)[:-1]])
@@ -366,7 +366,7 @@ def time_slices(residual: Expr, t: Expr, n_slices: int,
     from jno_flax._pointset import Variable
     if not isinstance(t, Variable) or t.symbol != "t":
         raise TypeError(f"`t` must be the time variable of a space-time domain, got {t!r}.")
-    n = check_period("n_slices", n_slices)
+    n = positive_int("n_slices", n_slices, steps=True)
     if n < 2:
         raise ValueError(f"`n_slices` must be at least 2, got {n_slices!r}.")
     t0, t1 = t_range or t.pointset.domain.time

@@ -17,6 +17,7 @@ import numbers
 import numpy as np
 from scipy.stats import qmc
 
+from jno_flax._checks import positive_int
 from jno_flax._geometry import BoundarySample, Box, Disk, Geometry, Interval, Rect, Segments
 from jno_flax._pointset import PointSet, Variable
 
@@ -36,12 +37,6 @@ def _check_range(arg: str, value) -> tuple[float, float]:
             f"`{arg}` must be a non-empty range with low < high, got {value!r}."
         )
     return lo, hi
-
-
-def _check_count(arg: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"`{arg}` must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 class _UnitSampler:
@@ -80,8 +75,8 @@ class Domain:
                  sampler: str = "random", seed: int = 0, time=None, n_initial: int | None = None,
                  coord_names: tuple[str, ...]):
         self.geometry = geometry
-        self.n_interior = _check_count("n_interior", n_interior)
-        self.n_boundary = _check_count("n_boundary", n_boundary)
+        self.n_interior = positive_int("n_interior", n_interior)
+        self.n_boundary = positive_int("n_boundary", n_boundary)
         if sampler not in SAMPLERS:
             raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}.")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -90,7 +85,7 @@ class Domain:
         self.time = None if time is None else _check_range("time", time)
         if n_initial is not None and self.time is None:
             raise ValueError("`n_initial` needs a space-time domain; pass `time=(t0, t1)` too.")
-        self.n_initial = _check_count("n_initial", n_initial if n_initial is not None
+        self.n_initial = positive_int("n_initial", n_initial if n_initial is not None
                                       else n_boundary)
         self.coord_names = coord_names + (("t",) if self.time is not None else ())
         self._sets: dict[str, PointSet] = {}

@@ -10,12 +10,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from jno_flax.callbacks import ModelCheckpoint, TensorBoardLogger
+from jno_flax.trainers import Trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
-from jno_flax.callbacks import ModelCheckpoint, TensorBoardLogger
-from jno_flax.trainers import Trainer
 from tests.conftest import TinyProblem
 
 SCRIPT = Path(__file__).parent / "scripts" / "resume_run.py"
@@ -169,7 +169,8 @@ def test_resuming_into_a_different_problem_is_an_error(tmp_path):
 
 
 def test_checkpoint_argument_errors(tmp_path, tiny):
-    with pytest.raises(ValueError, match=r"`every_n_steps` must be a positive integer \(steps\), got 0"):
+    with pytest.raises(ValueError,
+                       match=r"`every_n_steps` must be a positive integer \(steps\), got 0"):
         ModelCheckpoint(tmp_path, every_n_steps=0)
     with pytest.raises(ValueError, match="`mode` must be one of"):
         ModelCheckpoint(tmp_path, mode="best")

@@ -8,11 +8,11 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from jno_flax.callbacks import GradientConflict, NTKDiagnostics
+from jno_flax.trainers import Trainer
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
-from jno_flax.callbacks import GradientConflict, NTKDiagnostics
-from jno_flax.trainers import Trainer
 
 
 class Affine(nnx.Module):
@@ -28,16 +28,16 @@ class Affine(nnx.Module):
 
 def _flat_params(module):
     leaves = jax.tree.leaves(nnx.state(module, nnx.Param))
-    return np.concatenate([np.ravel(np.asarray(l)) for l in leaves])
+    return np.concatenate([np.ravel(np.asarray(leaf)) for leaf in leaves])
 
 
 def _set_flat(module, flat):
     state = nnx.state(module, nnx.Param)
     leaves, treedef = jax.tree.flatten(state)
     out, i = [], 0
-    for l in leaves:
-        out.append(jnp.asarray(flat[i:i + l.size].reshape(l.shape)))
-        i += l.size
+    for leaf in leaves:
+        out.append(jnp.asarray(flat[i:i + leaf.size].reshape(leaf.shape)))
+        i += leaf.size
     nnx.update(module, jax.tree.unflatten(treedef, out))
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import optax
 import pytest
+from jno_flax.callbacks import LearningRateMonitor, TensorBoardLogger
+from jno_flax.trainers import Trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import jno_flax.numpy as jnn
-from jno_flax.callbacks import LearningRateMonitor, TensorBoardLogger
-from jno_flax.trainers import Trainer
 
 
 def _read(log_dir):

@@ -12,26 +12,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-
-from jno_flax._balancer import AdaptiveWeight
-from jno_flax._evaluate import Evaluator
-from jno_flax._problem import Problem
-from jno_flax._trainable import _check_tx
 from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMetrics
 from jno_flax.trainers._history import History
 from jno_flax.trainers._state import TrainState
 
+from jno_flax._balancer import AdaptiveWeight
+from jno_flax._checks import positive_int
+from jno_flax._evaluate import Evaluator
+from jno_flax._problem import Problem
+from jno_flax._trainable import _check_tx
+
 DEFAULT_CHUNK = 1000
 DEFAULT_LEARNING_RATE = 1e-3
-
-
-def _positive_int(arg: str, value, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        accepted = "a positive integer" + (" or None" if allow_none else "")
-        raise ValueError(f"`{arg}` must be {accepted}, got {value!r}.")
-    return int(value)
 
 
 class Trainer:
@@ -62,7 +54,7 @@ class Trainer:
                  default_root_dir: str | None = None, chunk_size: int | None = None,
                  log_every_n_steps: int = 100, enable_progress_bar: bool = True,
                  max_record_bytes: int = 256 * 2**20):
-        self.max_steps = _positive_int("max_steps", max_steps)
+        self.max_steps = positive_int("max_steps", max_steps)
         if not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"`callbacks` must be a list of Callback instances, got "
                             f"{type(callbacks).__name__}.")
@@ -74,10 +66,10 @@ class Trainer:
             raise TypeError(f"`seed` must be an integer, got {seed!r}.")
         self.seed = int(seed)
         self.default_root_dir = default_root_dir or "runs"
-        self.chunk_size = _positive_int("chunk_size", chunk_size, allow_none=True) or DEFAULT_CHUNK
-        self.log_every_n_steps = _positive_int("log_every_n_steps", log_every_n_steps)
+        self.chunk_size = positive_int("chunk_size", chunk_size, allow_none=True) or DEFAULT_CHUNK
+        self.log_every_n_steps = positive_int("log_every_n_steps", log_every_n_steps)
         self.enable_progress_bar = bool(enable_progress_bar)
-        self.max_record_bytes = _positive_int("max_record_bytes", max_record_bytes)
+        self.max_record_bytes = positive_int("max_record_bytes", max_record_bytes)
         self.user_callbacks = list(callbacks)
         self.callbacks: list[Callback] = []
         self.should_stop = False
@@ -271,14 +263,15 @@ class Trainer:
         """Hand the trained parameters to the live modules (copies: the state is donated)."""
         problem.state = self.state
         for t in problem.trainables:
-            nnx.update(t.module, jax.tree.map(jnp.copy, self.state.params[problem.registry.name(t)]))
+            params = self.state.params[problem.registry.name(t)]
+            nnx.update(t.module, jax.tree.map(jnp.copy, params))
 
     def _sync_intervals(self) -> list[int]:
         out = []
         for cb in self.callbacks:
             n = cb.sync_every(self)
             if n is not None:
-                out.append(_positive_int(f"{type(cb).__name__}.sync_every()", n))
+                out.append(positive_int(f"{type(cb).__name__}.sync_every()", n))
         return out
 
     def _capacity(self, out_struct) -> int:

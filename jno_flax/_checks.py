@@ -1,0 +1,47 @@
+"""Argument validation shared by the whole package: one wording for every error.
+
+Each check names the argument in backticks, shows what was received and says what is
+accepted, e.g. ``ValueError: `interval` must be a positive integer (steps), got 0.``
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+
+def positive_int(arg: str, value: Any, *, steps: bool = False,
+                 allow_none: bool = False) -> int | None:
+    """``value`` as an int > 0 (``None`` passes when ``allow_none``)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        accepted = ("a positive integer" + (" (steps)" if steps else "")
+                    + (" or None" if allow_none else ""))
+        raise ValueError(f"`{arg}` must be {accepted}, got {value!r}.")
+    return int(value)
+
+
+def positive_number(arg: str, value: Any) -> float:
+    """``value`` as a float > 0."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"`{arg}` must be a positive number, got {value!r}.")
+    return float(value)
+
+
+def unit_interval(arg: str, value: Any) -> float:
+    """``value`` as a float in [0, 1]."""
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and 0.0 <= value <= 1.0):
+        raise ValueError(f"`{arg}` must be a number in [0, 1], got {value!r}.")
+    return float(value)
+
+
+def name(arg: str, value: Any, *, allow_none: bool = False) -> str | None:
+    """``value`` as a non-empty string (``None`` passes when ``allow_none``)."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str) or not value:
+        accepted = "a non-empty string" + (" or None" if allow_none else "")
+        raise TypeError(f"`{arg}` must be {accepted}, got {value!r}.")
+    return value
