@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jno_flax.trainers import Trainer
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
+from jno_flax.trainers import Trainer
 
 PI = float(jnp.pi)
 

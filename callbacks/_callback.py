@@ -33,9 +33,8 @@ from jno_flax._checks import name as check_name
 from jno_flax._checks import positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax.trainers import Trainer
-
     from jno_flax import Expr, Problem
+    from jno_flax.trainers import Trainer
 
 
 @dataclass(frozen=True, eq=False)

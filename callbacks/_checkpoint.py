@@ -26,14 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
 from jno_flax._checks import positive_int
+from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax.trainers import History, Trainer
-
     from jno_flax import Problem
+    from jno_flax.trainers import History, Trainer
 
 MODES = ("min", "max")
 #: what a damaged checkpoint raises when read (truncated or missing files, bad JSON)

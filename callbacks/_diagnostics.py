@@ -12,17 +12,16 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import jax.numpy as jnp
 import numpy as np
-from jno_flax.callbacks._callback import Callback, InGraph
 
 import jno_flax.numpy as jnn
 from jno_flax._checks import positive_int
 from jno_flax._expr import Apply, Expr
 from jno_flax._trainable import Model
+from jno_flax.callbacks._callback import Callback, InGraph
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax.trainers import Trainer
-
     from jno_flax import Problem
+    from jno_flax.trainers import Trainer
 
 
 def _target(problem: "Problem", model: Model | None, filter: Any, who: str):

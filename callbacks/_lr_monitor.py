@@ -6,14 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
-from jno_flax.callbacks._callback import Callback, InGraph
 
 from jno_flax._checks import positive_int
+from jno_flax.callbacks._callback import Callback, InGraph
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax.trainers import Trainer
-
     from jno_flax import Problem
+    from jno_flax.trainers import Trainer
 
 
 def learning_rate_of(opt_state: Any) -> jax.Array | None:

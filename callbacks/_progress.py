@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jno_flax.callbacks._callback import Callback, ChunkMetrics
 from tqdm.auto import tqdm
 
-if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax.trainers import Trainer
+from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
+if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
+    from jno_flax.trainers import Trainer
 
 
 class ProgressBar(Callback):

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
 from jno_flax._checks import positive_int
+from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax.trainers import Trainer
-
     from jno_flax import Problem
+    from jno_flax.trainers import Trainer
 
 MODES = ("min", "max")
 

@@ -9,16 +9,15 @@ from typing import TYPE_CHECKING, Any, Callable
 import jax
 import numpy as np
 from clu import metrics as clu_metrics
-from jno_flax.callbacks._callback import Callback, ChunkMetrics
 from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams as hparams_summary
 
 from jno_flax._checks import positive_int
+from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax.trainers import Trainer
-
     from jno_flax import Problem
+    from jno_flax.trainers import Trainer
 
 AGGREGATIONS = {"mean": clu_metrics.Average, "last": clu_metrics.LastValue}
 
@@ -35,7 +34,8 @@ class TensorBoardLogger(Callback):
     matplotlib figure) every ``histogram_every_n_steps`` / ``figure_every_n_steps`` steps.
 
     Args:
-        log_dir: directory of the event files (created).
+        log_dir: directory of the event files (created); default:
+            ``<trainer.default_root_dir>/tensorboard``.
         log_every_n_steps: window length (default: the trainer's ``log_every_n_steps``).
         aggregation: ``"mean"`` or ``"last"``.
         hparams: extra hyper-parameters to record (``{name: number or str}``).
@@ -43,19 +43,19 @@ class TensorBoardLogger(Callback):
         figure_fn: callable making a figure, with ``figure_every_n_steps``.
     """
 
-    def __init__(self, log_dir: str, log_every_n_steps: int | None = None,
+    def __init__(self, log_dir: str | None = None, log_every_n_steps: int | None = None,
                  aggregation: str = "mean", hparams: dict[str, Any] | None = None,
                  histogram_every_n_steps: int | None = None,
                  figure_fn: Callable[..., Any] | None = None,
                  figure_every_n_steps: int | None = None):
-        if not isinstance(log_dir, (str, os.PathLike)):
-            raise TypeError(f"`log_dir` must be a path, got {log_dir!r}.")
+        if log_dir is not None and not isinstance(log_dir, (str, os.PathLike)):
+            raise TypeError(f"`log_dir` must be a path or None, got {log_dir!r}.")
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"`aggregation` must be one of {list(AGGREGATIONS)}, got "
                              f"{aggregation!r}.")
         if (figure_fn is None) != (figure_every_n_steps is None):
             raise ValueError("`figure_fn` and `figure_every_n_steps` go together; give both.")
-        self.log_dir = os.fspath(log_dir)
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.log_every_n_steps = positive_int("log_every_n_steps", log_every_n_steps,
                                               steps=True, allow_none=True)
         self.aggregation = aggregation
@@ -78,6 +78,10 @@ class TensorBoardLogger(Callback):
         return min(periods) if periods else None
 
     # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
+        if self.log_dir is None:
+            self.log_dir = os.path.join(trainer.default_root_dir, "tensorboard")
+
     def on_train_start(self, trainer: "Trainer", problem: "Problem") -> None:
         os.makedirs(self.log_dir, exist_ok=True)
         start = trainer.global_step

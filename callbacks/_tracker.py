@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
+from jno_flax._tracker import Tracker
 from jno_flax.callbacks._callback import Callback, InGraph
 
-from jno_flax._tracker import Tracker
-
 if TYPE_CHECKING:  # pragma: no cover
-    from jno_flax.trainers import Trainer
-
     from jno_flax import Problem
+    from jno_flax.trainers import Trainer
 
 
 class TrackerCallback(Callback):

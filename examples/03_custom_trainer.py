@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jno_flax.trainers import Trainer
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
+from jno_flax.trainers import Trainer
 
 STEPS = int(os.environ.get("JNO_EXAMPLE_STEPS", 5000))
 

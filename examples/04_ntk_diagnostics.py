@@ -25,12 +25,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
-from jno_flax.callbacks import NTKDiagnostics  # noqa: E402
-from jno_flax.trainers import Trainer  # noqa: E402
 
 import jno_flax as jno  # noqa: E402
 import jno_flax.numpy as jnn  # noqa: E402
+from jno_flax.callbacks import NTKDiagnostics  # noqa: E402
 from jno_flax.numpy import tracker  # noqa: E402
+from jno_flax.trainers import Trainer  # noqa: E402
 
 STEPS = int(os.environ.get("JNO_EXAMPLE_STEPS", 3000))
 OUT = os.path.join("runs", "04_ntk_diagnostics")

@@ -26,11 +26,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
-from jno_flax.callbacks import Callback, ModelCheckpoint, TensorBoardLogger  # noqa: E402
-from jno_flax.trainers import Trainer  # noqa: E402
 
 import jno_flax as jno  # noqa: E402
 import jno_flax.numpy as jnn  # noqa: E402
+from jno_flax.callbacks import Callback, ModelCheckpoint, TensorBoardLogger  # noqa: E402
+from jno_flax.trainers import Trainer  # noqa: E402
 
 STEPS = int(os.environ.get("JNO_EXAMPLE_STEPS", 6000))
 PREEMPT_AT = STEPS // 3

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jno_flax.trainers import Trainer
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
+from jno_flax.trainers import Trainer
 
 SEQ = np.array([[10.0, 1.0], [8.0, 1.2], [6.0, 1.1], [6.5, 0.7], [3.0, 0.9], [2.0, 0.2]],
                np.float32)

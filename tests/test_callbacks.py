@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from jno_flax.callbacks import Callback, InGraph, StepMetrics
-from jno_flax.trainers import Trainer, TrainState
 
 import jno_flax.numpy as jnn
+from jno_flax.callbacks import Callback, InGraph, StepMetrics
+from jno_flax.trainers import Trainer, TrainState
 
 
 class Recorder(Callback):

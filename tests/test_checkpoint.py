@@ -10,12 +10,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from jno_flax.callbacks import ModelCheckpoint, TensorBoardLogger
-from jno_flax.trainers import Trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
+from jno_flax.callbacks import ModelCheckpoint, TensorBoardLogger
+from jno_flax.trainers import Trainer
 from tests.conftest import TinyProblem
 
 SCRIPT = Path(__file__).parent / "scripts" / "resume_run.py"

@@ -8,11 +8,11 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jno_flax.callbacks import GradientConflict, NTKDiagnostics
-from jno_flax.trainers import Trainer
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
+from jno_flax.callbacks import GradientConflict, NTKDiagnostics
+from jno_flax.trainers import Trainer
 
 
 class Affine(nnx.Module):

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from jno_flax.trainers import Trainer
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
+from jno_flax.trainers import Trainer
 
 
 def test_names_defaults_and_lists(tiny):

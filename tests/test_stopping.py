@@ -7,11 +7,11 @@ import math
 import numpy as np
 import optax
 import pytest
-from jno_flax.callbacks import EarlyStopping, TerminateOnNaN, early_stopping_decision
-from jno_flax.trainers import Trainer
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
+from jno_flax.callbacks import EarlyStopping, TerminateOnNaN, early_stopping_decision
+from jno_flax.trainers import Trainer
 
 
 @pytest.mark.parametrize("mode, seq, stop_at", [

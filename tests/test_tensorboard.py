@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import optax
 import pytest
-from jno_flax.callbacks import LearningRateMonitor, TensorBoardLogger
-from jno_flax.trainers import Trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import jno_flax.numpy as jnn
+from jno_flax.callbacks import LearningRateMonitor, TensorBoardLogger
+from jno_flax.trainers import Trainer
 
 
 def _read(log_dir):
@@ -81,3 +81,9 @@ def test_figures_and_hparams_are_written(tiny, tmp_path):
     assert [e.step for e in acc.Images("figure")] == [4, 9]
     plugins = acc.PluginTagToContent("hparams")
     assert plugins  # the hparams session summaries were written
+
+
+def test_default_log_dir_is_under_the_trainers_root(tiny, tmp_path):
+    Trainer(max_steps=3, default_root_dir=str(tmp_path), callbacks=[TensorBoardLogger()],
+            enable_progress_bar=False).fit(tiny.core())
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

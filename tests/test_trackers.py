@@ -5,11 +5,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from jno_flax.callbacks import TrackerCallback
-from jno_flax.trainers import Trainer
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
+from jno_flax.callbacks import TrackerCallback
+from jno_flax.trainers import Trainer
 
 
 def test_cadence_of_several_intervals_in_one_run(tiny):

@@ -6,10 +6,10 @@ import jax
 import matplotlib
 import numpy as np
 import optax
-from jno_flax.callbacks import Callback
-from jno_flax.trainers import History, Trainer
 
 import jno_flax.numpy as jnn
+from jno_flax.callbacks import Callback
+from jno_flax.trainers import History, Trainer
 
 matplotlib.use("Agg")
 

@@ -12,15 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMetrics
-from jno_flax.trainers._history import History
-from jno_flax.trainers._state import TrainState
 
 from jno_flax._balancer import AdaptiveWeight
 from jno_flax._checks import positive_int
 from jno_flax._evaluate import Evaluator
 from jno_flax._problem import Problem
 from jno_flax._trainable import _check_tx
+from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMetrics
+from jno_flax.trainers._history import History
+from jno_flax.trainers._state import TrainState
 
 DEFAULT_CHUNK = 1000
 DEFAULT_LEARNING_RATE = 1e-3
@@ -38,7 +38,8 @@ class Trainer:
         max_steps: total number of steps (a problem trained before continues to this count).
         callbacks: :class:`~jno_flax.callbacks.Callback` instances.
         seed: seed of the state's PRNG key.
-        default_root_dir: where callbacks write by default (logs, checkpoints).
+        default_root_dir: where callbacks write by default (``TensorBoardLogger()`` without
+            a ``log_dir`` writes to ``<default_root_dir>/tensorboard``); default ``"runs"``.
         chunk_size: longest fused chunk (default 1000 steps).
         log_every_n_steps: logging period used by loggers and monitors.
         enable_progress_bar: add a :class:`~jno_flax.callbacks.ProgressBar`.

@@ -17,11 +17,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from jno_flax.callbacks import Callback, ModelCheckpoint  # noqa: E402
-from jno_flax.trainers import Trainer  # noqa: E402
-
 import jno_flax as jno  # noqa: E402
 import jno_flax.numpy as jnn  # noqa: E402
+from jno_flax.callbacks import Callback, ModelCheckpoint  # noqa: E402
+from jno_flax.trainers import Trainer  # noqa: E402
 from tests.conftest import TinyProblem  # noqa: E402
 
 STEPS, CHUNK = 12_000, 4000
