@@ -18,7 +18,13 @@ round; rounds alternate the runners so that machine noise hits all of them alike
 Prints steady steps/s (median over rounds after the first), the ratio to ``hand``, the
 compile time of each runner's first chunk, and the peak RSS of the process.
 
+Each round above is a separate ``fit`` call, so callbacks with per-``fit`` work (opening a
+TensorBoard writer, waiting for an asynchronous checkpoint at the end of ``fit``) pay it every
+round. ``--in-fit`` measures them as they run in practice: one long ``fit`` per variant, chunk
+times taken by a callback, variants repeated in ABAB order; ratios are against ``jno``.
+
     python bench/poisson.py --rounds 5 --runners hand,jno
+    python bench/poisson.py --in-fit jno+tensorboard,jno+checkpoint
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from flax import nnx
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
+from jno_flax.callbacks import Callback
 from jno_flax.trainers import Trainer
 
 PI = float(np.pi)
@@ -82,7 +89,7 @@ def hand_runner(chunk: int):
     return step
 
 
-def jno_runner(chunk: int, variant: str):
+def jno_runner(chunk: int, variant: str, clock=None, steps: int | None = None):
     dom = make_domain()
     x, y = dom.variable("interior")
     xb, yb = dom.variable("boundary")
@@ -109,8 +116,16 @@ def jno_runner(chunk: int, variant: str):
         from jno_flax.callbacks import TensorBoardLogger
         callbacks.append(TensorBoardLogger(tempfile.mkdtemp(prefix="jno_bench_tb_")))
     crux = jno.core(items)
+    if clock is not None:
+        callbacks.append(clock)
     trainer = Trainer(max_steps=chunk, chunk_size=chunk, callbacks=callbacks,
                       enable_progress_bar=False, log_every_n_steps=100)
+    if steps is not None:
+        def run_all():
+            trainer.max_steps = steps
+            trainer.fit(crux)
+            return clock
+        return run_all
 
     def step():
         trainer.max_steps = crux.global_step + chunk
@@ -119,12 +134,41 @@ def jno_runner(chunk: int, variant: str):
     return step
 
 
+class ChunkClock(Callback):
+    """Records the wall time at the end of every chunk."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_train_chunk_end(self, trainer, problem, chunk):
+        self.times.append(time.perf_counter())
+
+
+def in_fit(variants: list[str], chunk: int, rounds: int) -> None:
+    """Steady steps/s inside one long ``fit`` per variant (ABAB order, two repetitions)."""
+    rates: dict[str, list[float]] = {v: [] for v in ["jno"] + variants}
+    for _ in range(2):
+        for name in rates:
+            step = jno_runner(chunk, name.partition("+")[2] or "plain", clock=ChunkClock(),
+                              steps=(rounds + 1) * chunk)
+            clock = step()
+            rates[name].append(chunk / statistics.median(np.diff(clock.times)))
+    base = statistics.median(rates["jno"])
+    for name, r in rates.items():
+        rate = statistics.median(r)
+        print(f"in-fit {name:18s} {rate:8.1f} steps/s  {rate / base:6.3f}x jno")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--chunk", type=int, default=1000)
     ap.add_argument("--runners", default="hand,jno,jno+tracker100,jno+tracker1,jno+tensorboard")
+    ap.add_argument("--in-fit", default="", help="variants to time inside one long fit")
     args = ap.parse_args()
+    if args.in_fit:
+        in_fit(args.in_fit.split(","), args.chunk, args.rounds)
+        return
     names = args.runners.split(",")
     runners = {}
     for name in names:

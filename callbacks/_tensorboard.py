@@ -136,13 +136,15 @@ class TensorBoardLogger(Callback):
     # ------------------------------------------------------------------ writing
     def _flush_window(self, step: int) -> None:
         metric_cls = AGGREGATIONS[self.aggregation]
-        for tag, parts in self._window.items():
-            data = np.concatenate(parts).astype(np.float32)
-            if data.size == 0:
-                continue
-            metric = (metric_cls.from_model_output(data) if self.aggregation == "mean"
-                      else metric_cls.from_model_output(data[-1]))
-            self.writer.add_scalar(tag, float(metric.compute()), step)
+        # clu metrics are jax arrays: aggregate on the host CPU, never on an accelerator
+        with jax.default_device(jax.devices("cpu")[0]):
+            for tag, parts in self._window.items():
+                data = np.concatenate(parts).astype(np.float32)
+                if data.size == 0:
+                    continue
+                metric = (metric_cls.from_model_output(data) if self.aggregation == "mean"
+                          else metric_cls.from_model_output(data[-1]))
+                self.writer.add_scalar(tag, float(metric.compute()), step)
         self._window = {}
 
     def _write_histograms(self, trainer: "Trainer", problem: "Problem", step: int) -> None:
