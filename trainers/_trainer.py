@@ -238,13 +238,14 @@ class Trainer:
         return quantities
 
     def _initial_state(self, problem: Problem) -> TrainState:
+        """The state to start from: the live modules' weights (so edits of ``model.module``
+        or ``problem.load_weights`` between fits count), the previous optimizer states when
+        their structure still fits, the balancers' states; or a fresh state."""
         registry = problem.registry
         prev = problem.state
-        if prev is not None:
-            params = prev.params
-        else:
-            params = {registry.name(t): jax.tree.map(jnp.copy, t.params())
-                      for t in registry.trainables}
+        # copies: the state is donated to the compiled chunks, the modules stay usable
+        params = {registry.name(t): jax.tree.map(jnp.copy, t.params())
+                  for t in registry.trainables}
         opt_state = {}
         for name, tx in self.txs.items():
             fresh = jax.eval_shape(tx.init, params[name])
@@ -256,7 +257,8 @@ class Trainer:
         # distinct buffers for every leaf: the state is donated to the compiled chunks
         fresh_extras = jax.tree.map(jnp.copy, registry.initial_extras())
         if prev is not None:
-            return prev.replace(opt_state=opt_state, extras={**fresh_extras, **prev.extras})
+            return prev.replace(params=params, opt_state=opt_state,
+                                extras={**fresh_extras, **prev.extras})
         return TrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=opt_state,
                           rng=jax.random.PRNGKey(self.seed), extras=fresh_extras)
 
