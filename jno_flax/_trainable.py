@@ -154,8 +154,7 @@ class ModelCall(Expr):
         if out.ndim < 1:
             raise ValueError(f"{model!r} must return at least a 1-D output (..., d_out), "
                              f"got shape {_fmt_shape(out.shape)}.")
-        shape = out.shape if pointwise else out.shape
-        super().__init__(inputs, ps if pointwise else None, shape, out.dtype,
+        super().__init__(inputs, ps if pointwise else None, out.shape, out.dtype,
                          f"{model.user_name or 'model'}(...)")
 
     def _concat(self, values):
@@ -190,8 +189,8 @@ class Parameter(Trainable, Expr):
     def __repr__(self) -> str:
         return f"<Parameter {self.user_name or ''} shape={_fmt_shape(self.shape)}>"
 
-    # Trainable.name would clash with Expr.name: keep the Expr meaning (naming a node) and
-    # give parameters their name at construction.
+    # ``name(...)`` keeps its expression meaning (naming a node for logs); a parameter's own
+    # name (checkpoints, optimizer groups) is given at construction.
 
 
 def parameter(shape, key: jax.Array | None = None, name: str | None = None,

@@ -215,10 +215,6 @@ def _product(space: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.concatenate([s, t], axis=1)
 
 
-def _common(kw) -> dict:
-    return dict(kw)
-
-
 def interval(a: float, b: float, *, n_interior: int = 100, n_boundary: int = 2,
              sampler: str = "random", seed: int = 0, time=None,
              n_initial: int | None = None) -> Domain:
