@@ -4,13 +4,13 @@ from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMe
 from jno_flax.callbacks._checkpoint import ModelCheckpoint
 from jno_flax.callbacks._diagnostics import GradientConflict, NTKDiagnostics
 from jno_flax.callbacks._lr_monitor import LearningRateMonitor, learning_rate_of
+from jno_flax.callbacks._plot import PlotCallback
 from jno_flax.callbacks._progress import ProgressBar
 from jno_flax.callbacks._stopping import EarlyStopping, TerminateOnNaN, early_stopping_decision
 from jno_flax.callbacks._tensorboard import TensorBoardLogger
 from jno_flax.callbacks._tracker import TrackerCallback
 
 __all__ = ["Callback", "ChunkMetrics", "InGraph", "StepMetrics", "EarlyStopping",
-           "GradientConflict",
-           "LearningRateMonitor", "ModelCheckpoint", "NTKDiagnostics",
+           "GradientConflict", "LearningRateMonitor", "ModelCheckpoint", "NTKDiagnostics", "PlotCallback",
            "ProgressBar", "TensorBoardLogger", "TerminateOnNaN", "TrackerCallback",
            "early_stopping_decision", "learning_rate_of"]

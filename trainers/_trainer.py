@@ -183,7 +183,7 @@ class Trainer:
                 self._call("on_load_checkpoint", restore_into(self, problem, ckpt_path))
             self._run(problem, started)
             self._call("on_train_end")
-            self._publish(problem)
+            self.publish_weights(problem)
             self._call("on_fit_end")
         except BaseException as exc:
             self._call("on_exception", exc)
@@ -262,8 +262,11 @@ class Trainer:
         return TrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=opt_state,
                           rng=jax.random.PRNGKey(self.seed), extras=fresh_extras)
 
-    def _publish(self, problem: Problem) -> None:
-        """Hand the trained parameters to the live modules (copies: the state is donated)."""
+    def publish_weights(self, problem: Problem) -> None:
+        """Copy the live state's parameters into the problem's modules (``model.module``), so
+        that ``problem.eval`` sees them; done at the end of ``fit`` and by callbacks that
+        evaluate mid-training. Copies, because the state's buffers are donated to the next
+        chunk."""
         problem.state = self.state
         for t in problem.trainables:
             params = self.state.params[problem.registry.name(t)]
