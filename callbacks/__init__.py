@@ -10,7 +10,9 @@ from jno_flax.callbacks._stopping import EarlyStopping, TerminateOnNaN, early_st
 from jno_flax.callbacks._tensorboard import TensorBoardLogger
 from jno_flax.callbacks._tracker import TrackerCallback
 
-__all__ = ["Callback", "ChunkMetrics", "InGraph", "StepMetrics", "EarlyStopping",
-           "GradientConflict", "LearningRateMonitor", "ModelCheckpoint", "NTKDiagnostics", "PlotCallback",
-           "ProgressBar", "TensorBoardLogger", "TerminateOnNaN", "TrackerCallback",
-           "early_stopping_decision", "learning_rate_of"]
+__all__ = [
+    "Callback", "ChunkMetrics", "InGraph", "StepMetrics",
+    "EarlyStopping", "GradientConflict", "LearningRateMonitor", "ModelCheckpoint",
+    "NTKDiagnostics", "PlotCallback", "ProgressBar", "TensorBoardLogger", "TerminateOnNaN",
+    "TrackerCallback", "early_stopping_decision", "learning_rate_of",
+]
