@@ -15,7 +15,8 @@ import numpy as np
 
 import jno_flax.numpy as jnn
 from jno_flax._checks import positive_int
-from jno_flax._expr import Apply, Expr
+from jno_flax._expr import Expr
+from jno_flax._jacobian import residual_field
 from jno_flax._trainable import Model
 from jno_flax.callbacks._callback import Callback, InGraph
 
@@ -33,14 +34,6 @@ def _target(problem: "Problem", model: Model | None, filter: Any, who: str):
                              "choose one.")
         model = next(iter(models.values()))
     return model if filter is None else model.mask(filter)
-
-
-def residual_field(name: str, expr: Expr) -> Expr:
-    """The field under a reduction such as ``pde.mse``: the per-point residual of a constraint."""
-    if isinstance(expr, Apply) and len(expr.children) == 1 and expr.children[0].is_field:
-        return expr.children[0]
-    raise ValueError(f"constraint {name!r} ({expr!r}) is not a reduction of one field, so it has "
-                     "no per-point residual for an NTK; pass `fields={name: field}` instead.")
 
 
 class NTKDiagnostics(Callback):
@@ -95,7 +88,9 @@ class NTKDiagnostics(Callback):
 
     def in_graph(self, trainer: "Trainer", problem: "Problem") -> list[InGraph]:
         target = _target(problem, self.model, self.filter, "NTKDiagnostics")
-        fields = self.fields or {n: residual_field(n, e) for n, e in problem.constraints.items()}
+        hint = " Pass `fields={name: field}` to NTKDiagnostics instead."
+        fields = self.fields or {n: residual_field(e, f"constraint {n!r}", hint)
+                                 for n, e in problem.constraints.items()}
         jacobians = {name: self._jacobian(f, target) for name, f in fields.items()}
         if self.combined and len(jacobians) > 1:
             jacobians["all"] = jnn.concat(list(jacobians.values()), axis=0)

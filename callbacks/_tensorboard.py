@@ -13,6 +13,7 @@ from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams as hparams_summary
 
 from jno_flax._checks import positive_int
+from jno_flax._masks import param_paths
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -149,10 +150,9 @@ class TensorBoardLogger(Callback):
 
     def _write_histograms(self, trainer: "Trainer", problem: "Problem", step: int) -> None:
         for name, state in trainer.state.params.items():
-            for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-                tag = "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-                               for k in path if not (getattr(k, "name", None) == "value"))
-                self.writer.add_histogram(f"params/{name}/{tag}", np.asarray(leaf), step)
+            for path, variable in param_paths(state):
+                tag = "/".join(str(p) for p in path)
+                self.writer.add_histogram(f"params/{name}/{tag}", np.asarray(variable[...]), step)
 
     def _write_hparams(self, trainer: "Trainer", problem: "Problem") -> None:
         hp: dict[str, Any] = {"max_steps": trainer.max_steps, "seed": trainer.seed,

@@ -22,6 +22,13 @@ def positive_int(arg: str, value: Any, *, steps: bool = False,
     return int(value)
 
 
+def integer(arg: str, value: Any) -> int:
+    """``value`` as an int (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{arg}` must be an integer, got {value!r}.")
+    return int(value)
+
+
 def positive_number(arg: str, value: Any) -> float:
     """``value`` as a float > 0."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jno_flax._evaluate import Evaluator, PointContext, walk
-from jno_flax._expr import Expr
+from jno_flax._expr import Apply, Expr
 from jno_flax._masks import MaskedView
 from jno_flax._trainable import Trainable
 
@@ -109,6 +109,14 @@ class ParameterJacobian(Expr):
         out_size = max(1, math.prod(self.expr.value_shape))
         jac_fn = jax.jacfwd if self.num_params < out_size else jax.jacrev
         return jac_fn(whole)(flat).reshape(self.shape)
+
+
+def residual_field(loss: Expr, what: str = "loss", hint: str = "") -> Expr:
+    """The per-point residual under a reduction such as ``pde.mse`` (for NTK computations)."""
+    if isinstance(loss, Apply) and len(loss.children) == 1 and loss.children[0].is_field:
+        return loss.children[0]
+    raise ValueError(f"{what} {loss!r} is not a reduction of one field (like `pde.mse`), so it "
+                     f"has no per-point residual.{hint}")
 
 
 def _trainables(node: Expr) -> list[Trainable]:

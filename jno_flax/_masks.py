@@ -12,7 +12,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from jno_flax._trainable import Trainable
 
 
-def _key_name(k) -> Any:
+def key_name(k) -> Any:
     for attr in ("key", "idx", "name"):
         if hasattr(k, attr):
             return getattr(k, attr)
@@ -23,7 +23,7 @@ def param_paths(state: nnx.State) -> list[tuple[tuple, nnx.Variable]]:
     """``[(path, variable)]`` of a ``Param`` state, in ``jax.tree.leaves`` order."""
     pairs = jax.tree_util.tree_flatten_with_path(
         state, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
-    return [(tuple(_key_name(k) for k in path), var) for path, var in pairs]
+    return [(tuple(key_name(k) for k in path), var) for path, var in pairs]
 
 
 def _show(path: tuple) -> str:
@@ -43,7 +43,7 @@ def mask_leaves(module: nnx.Module, selector: Any, what: str = "mask") -> list[b
         mask_pairs = jax.tree_util.tree_flatten_with_path(selector)[0]
         mask = {}
         for path, leaf in mask_pairs:
-            names = tuple(_key_name(k) for k in path)
+            names = tuple(key_name(k) for k in path)
             if names and names[-1] == "value" and names[:-1] in {p for p, _ in paths}:
                 names = names[:-1]
             if not isinstance(leaf, bool):

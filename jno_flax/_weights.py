@@ -10,15 +10,14 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from jno_flax._masks import key_name
+
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax._problem import Problem
 
 
 def _key(k) -> str:
-    for attr in ("key", "idx", "name"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
+    return str(key_name(k))
 
 
 def save_weights(problem: "Problem", path: str) -> str:

@@ -24,7 +24,8 @@ import jno_flax.numpy as jnn
 from jno_flax._balancer import AdaptiveWeight, Balancer
 from jno_flax._checks import positive_int, positive_number, unit_interval
 from jno_flax._evaluate import Evaluator
-from jno_flax._expr import Apply, Expr
+from jno_flax._expr import Expr
+from jno_flax._jacobian import residual_field
 from jno_flax._trainable import Model, parameter
 
 __all__ = ["Balancer", "AdaptiveWeight", "relobralo", "softadapt", "dwa", "lr_annealing",
@@ -238,14 +239,6 @@ def lr_annealing(losses: Sequence[Expr], period: int = 100, alpha: float = 0.9,
                  mode: str = "norm") -> LRAnnealing:
     """Gradient-norm (learning-rate annealing) weights; see :class:`LRAnnealing`."""
     return LRAnnealing(losses, period=period, alpha=alpha, mode=mode)
-
-
-def residual_field(loss: Expr, what: str = "loss") -> Expr:
-    """The per-point residual under a reduction such as ``pde.mse``."""
-    if isinstance(loss, Apply) and len(loss.children) == 1 and loss.children[0].is_field:
-        return loss.children[0]
-    raise ValueError(f"{what} {loss!r} is not a reduction of one field (like `pde.mse`), so it "
-                     "has no per-point residual.")
 
 
 class NTKWeights(_Periodic):

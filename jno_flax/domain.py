@@ -17,7 +17,7 @@ import numbers
 import numpy as np
 from scipy.stats import qmc
 
-from jno_flax._checks import positive_int
+from jno_flax._checks import integer, positive_int
 from jno_flax._geometry import BoundarySample, Box, Disk, Geometry, Interval, Rect, Segments
 from jno_flax._pointset import PointSet, Variable
 
@@ -79,9 +79,7 @@ class Domain:
         self.n_boundary = positive_int("n_boundary", n_boundary)
         if sampler not in SAMPLERS:
             raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"`seed` must be an integer, got {seed!r}.")
-        self.sampler, self.seed = sampler, int(seed)
+        self.sampler, self.seed = sampler, integer("seed", seed)
         self.time = None if time is None else _check_range("time", time)
         if n_initial is not None and self.time is None:
             raise ValueError("`n_initial` needs a space-time domain; pass `time=(t0, t1)` too.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from typing import Any, Sequence
 
@@ -14,7 +13,7 @@ import optax
 from flax import nnx
 
 from jno_flax._balancer import AdaptiveWeight
-from jno_flax._checks import positive_int
+from jno_flax._checks import integer, positive_int
 from jno_flax._evaluate import Evaluator
 from jno_flax._problem import Problem
 from jno_flax._trainable import _check_tx
@@ -63,9 +62,7 @@ class Trainer:
             if not isinstance(cb, Callback):
                 raise TypeError(f"`callbacks[{i}]` must be a jno_flax.callbacks.Callback "
                                 f"instance, got {type(cb).__name__}: {cb!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"`seed` must be an integer, got {seed!r}.")
-        self.seed = int(seed)
+        self.seed = integer("seed", seed)
         self.default_root_dir = default_root_dir or "runs"
         self.chunk_size = positive_int("chunk_size", chunk_size, allow_none=True) or DEFAULT_CHUNK
         self.log_every_n_steps = positive_int("log_every_n_steps", log_every_n_steps)
