@@ -1,5 +1,6 @@
 """Trainer callbacks: hooks, in-graph quantities (trackers) and built-in behaviours."""
 
+from jno_flax.callbacks._adaptive import AdaptiveWeightsCallback
 from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMetrics
 from jno_flax.callbacks._checkpoint import ModelCheckpoint
 from jno_flax.callbacks._diagnostics import GradientConflict, NTKDiagnostics
@@ -11,7 +12,7 @@ from jno_flax.callbacks._tensorboard import TensorBoardLogger
 from jno_flax.callbacks._tracker import TrackerCallback
 
 __all__ = [
-    "Callback", "ChunkMetrics", "InGraph", "StepMetrics",
+    "AdaptiveWeightsCallback", "Callback", "ChunkMetrics", "InGraph", "StepMetrics",
     "EarlyStopping", "GradientConflict", "LearningRateMonitor", "ModelCheckpoint",
     "NTKDiagnostics", "PlotCallback", "ProgressBar", "TensorBoardLogger", "TerminateOnNaN",
     "TrackerCallback", "early_stopping_decision", "learning_rate_of",

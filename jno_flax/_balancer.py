@@ -1,16 +1,26 @@
 """Adaptive loss weights: balancers whose weights are expressions with state in the TrainState.
 
 A :class:`Balancer` owns a list of scalar loss expressions and returns one
-:class:`AdaptiveWeight` expression per loss. Inside the fused training step the weights are
-computed from that step's loss values (and the balancer's state, kept in
-``TrainState.extras["adaptive/<k>"]``); they enter the loss as constants unless the scheme is
-itself trainable. Only a training step commits the new state: evaluating or tracking a weight
-never advances it.
+:class:`AdaptiveWeight` expression per loss. It is extended like an optax transform::
+
+    class MyScheme(Balancer):
+        scheme = "mine"
+        def init(self):                        # state before the first step
+            return {"count": jnp.zeros((), jnp.int32)}
+        def update(self, state, losses, key):  # losses (m,), key: this step's PRNG key
+            return jnp.ones_like(losses), {"count": state["count"] + 1}
+
+Inside the fused training step the weights come from that step's loss values and the
+balancer's state; they enter the loss as constants unless the scheme is itself trainable. The
+state lives in ``TrainState.extras[<key>]`` (``<key>`` = ``<scheme><k>``, e.g. ``relobralo0``)
+together with the weights the step used; only a training step commits it, so evaluating or
+tracking a weight never advances it, and ``crux.eval(w)`` after training returns the weight
+the last step used.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,8 +31,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from jno_flax._evaluate import Evaluator
 
 
+def float_dtype() -> Any:
+    """The default float dtype (float64 under ``jax_enable_x64``, else float32)."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
 class Balancer:
-    """Base class of the weighting schemes; subclasses define the state and the update.
+    """Base class of the weighting schemes; subclasses define :meth:`init` and :meth:`update`.
 
     Args:
         losses: the scalar loss expressions to balance (at least two).
@@ -49,37 +64,56 @@ class Balancer:
         self.weights = [AdaptiveWeight(self, i) for i in range(self.m)]
 
     # ------------------------------------------------------------------ to override
-    def init_state(self) -> dict[str, jax.Array]:
-        """The state before the first step."""
+    def init(self) -> dict[str, jax.Array]:
+        """The scheme's state before the first step (a pytree of arrays)."""
         return {}
 
-    def update(self, state: dict[str, jax.Array], losses: jax.Array, ev: "Evaluator"
+    def update(self, state: dict[str, jax.Array], losses: jax.Array, key: jax.Array
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Weights ``(m,)`` for this step from its losses ``(m,)``, and the state after it."""
+        """Weights ``(m,)`` for this step from its losses ``(m,)`` and the state; the state
+        after the step. ``key`` is this step's PRNG key for the balancer."""
         raise NotImplementedError  # pragma: no cover
 
     def extra_children(self) -> tuple[Expr, ...]:
         """Further expressions the weights depend on (e.g. trainable log-variances)."""
         return ()
 
+    def weights_from(self, ev: "Evaluator", state: dict[str, jax.Array], losses: jax.Array,
+                     key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The step's weights and new state; schemes that need more than the losses
+        (parameter gradients, trainable values) read them from ``ev`` here."""
+        return self.update(state, losses, key)
+
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, ev: "Evaluator") -> jax.Array:
-        """This step's weights, computed once per evaluator; records the new state."""
-        key = ("balancer", id(self))
-        if key not in ev.memo:
+        """This step's weights, computed once per evaluator; records the new state.
+
+        Outside training (``ev.training`` false) a balancer that has trained returns the
+        weights its last step used."""
+        memo = ("balancer", id(self))
+        if memo not in ev.memo:
             values = jnp.stack([ev.value(loss) for loss in self.losses])
             if not self.differentiable:
                 values = jax.lax.stop_gradient(values)
             name = ev.registry.balancer_key(self)
-            state = ev.extras.get(name)
-            if state is None:
-                state = self.init_state()
-            weights, new_state = self.update(state, values, ev)
+            slot = ev.extras.get(name) or self.initial_slot()
+            base = ev.rng if ev.rng is not None else jax.random.PRNGKey(0)
+            key = jax.random.fold_in(base, 1 + ev.registry.balancers.index(self))
+            weights, new_state = self.weights_from(ev, slot["state"], values, key)
+            weights = weights.astype(float_dtype())
             if not self.differentiable:
                 weights = jax.lax.stop_gradient(weights)
-            ev.updates[name] = new_state
-            ev.memo[key] = weights
-        return ev.memo[key]
+            if not ev.training:
+                weights = jnp.where(slot["steps"] > 0, slot["used"], weights)
+            ev.updates[name] = {"state": new_state, "used": jax.lax.stop_gradient(weights),
+                                "steps": slot["steps"] + 1}
+            ev.memo[memo] = weights
+        return ev.memo[memo]
+
+    def initial_slot(self) -> dict[str, Any]:
+        """What ``TrainState.extras`` holds for this balancer before training."""
+        return {"state": self.init(), "used": jnp.ones((self.m,), float_dtype()),
+                "steps": jnp.zeros((), jnp.int32)}
 
     def __iter__(self):
         return iter(self.weights)
@@ -101,8 +135,9 @@ class AdaptiveWeight(Expr):
         self.balancer = balancer
         self.index = index
         children = balancer.losses + balancer.extra_children()
-        dtype = jnp.result_type(*[c.dtype for c in balancer.losses])
-        super().__init__(children, None, (), dtype, f"{balancer.scheme}[{index}]")
+        super().__init__(children, None, (), float_dtype(), f"{balancer.scheme}[{index}]",
+                         (balancer, index))
+        self.balancers = (balancer,)
 
     @property
     def loss(self) -> Expr:
@@ -121,7 +156,10 @@ def _factors(node: Expr) -> list[Expr]:
 
 
 def check_weight_usage(constraints: dict[str, Expr]) -> None:
-    """A weight must multiply its own loss (or constants), never another loss."""
+    """A weight must multiply its own loss (or constants), never another loss.
+
+    Losses compare structurally: ``w_pde * pde.mse`` is accepted for any ``pde.mse`` built
+    like the one given to the balancer."""
     from jno_flax._evaluate import walk
     for name, expr in constraints.items():
         for node in walk([expr], hidden=False):
@@ -131,9 +169,10 @@ def check_weight_usage(constraints: dict[str, Expr]) -> None:
             weights = [f for f in factors if isinstance(f, AdaptiveWeight)]
             others = [f for f in factors if not isinstance(f, (AdaptiveWeight, Constant))]
             for w in weights:
-                if others and all(o is not w.loss for o in others):
+                if others and all(o.key is not w.loss.key for o in others):
                     raise ValueError(
                         f"constraint {name!r}: weight {w.index} of {w.balancer!r} balances "
-                        f"{w.loss!r} but multiplies {others[0]!r}; a weight must be used with "
-                        "the loss it was created for (same balancer, same position)."
+                        f"{w.loss!r} but multiplies {others[0]!r}, a different expression; a "
+                        "weight must be used with the loss it was created for (same balancer, "
+                        "same position, the same expression built the same way)."
                     )

@@ -5,8 +5,10 @@ their evaluation; :class:`Evaluator` computes values inside a JAX trace, given t
 of every trainable and the points of every point set.
 
 All pointwise nodes of one point set and level that a global node needs (the *roots* of that
-group) are evaluated together in one ``jax.vmap`` over the points, with a per-point memo, so a
-shared sub-expression (say ``u``, used by the PDE residual and by a tracker) runs once.
+group) are evaluated together in one ``jax.vmap`` over the points, with a per-point memo keyed
+by structural identity (:class:`~jno_flax._expr.Key`), so a shared sub-expression (say ``u``,
+used by the PDE residual and by a tracker, even when built twice) runs once. The coordinate
+derivatives of one operand are computed together (:mod:`jno_flax._derivatives`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jno_flax._expr import Expr
+from jno_flax._derivatives import CoordinateDerivative, DerivativePlan, Request
+from jno_flax._expr import Expr, Key
 from jno_flax._pointset import PointSet
 from jno_flax._trainable import Trainable
 
@@ -29,16 +32,16 @@ def walk(outputs: Iterable[Expr], hidden: bool = True) -> list[Expr]:
     With ``hidden``, operands that a node evaluates on its own (the expression of a parameter
     Jacobian) are included too: they matter for discovery, not for planning.
     """
-    seen: set[int] = set()
+    seen: set[Key] = set()
     order: list[Expr] = []
     stack = list(reversed(list(outputs)))
     while stack:
         node = stack.pop()
-        if id(node) in seen:
+        if node.key in seen:
             continue
-        seen.add(id(node))
+        seen.add(node.key)
         order.append(node)
-        more = node.children + (getattr(node, "hidden", ()) if hidden else ())
+        more = node.children + (node.hidden if hidden else ())
         stack.extend(reversed(more))
     return order
 
@@ -47,15 +50,14 @@ class Registry:
     """Names of the trainables and keys of the point sets that a problem uses."""
 
     def __init__(self, outputs: Sequence[Expr]):
-        from jno_flax._balancer import AdaptiveWeight
         self.trainables: list[Trainable] = []
         self.pointsets: list[PointSet] = []
         self.balancers: list[Any] = []
         for node in walk(outputs):
-            if isinstance(node, AdaptiveWeight) and all(node.balancer is not b
-                                                        for b in self.balancers):
-                self.balancers.append(node.balancer)
-            for t in _trainables_of(node):
+            for b in node.balancers:
+                if all(b is not other for other in self.balancers):
+                    self.balancers.append(b)
+            for t in node.trainables:
                 if all(t is not s for s in self.trainables):
                     self.trainables.append(t)
             if node.pointset is not None and all(node.pointset is not p for p in self.pointsets):
@@ -80,7 +82,7 @@ class Registry:
             used[name] = t
             self._names[id(t)] = name
         self._keys = {id(ps): f"points_{i}" for i, ps in enumerate(self.pointsets)}
-        self._balancer_keys = {id(b): f"adaptive/{i}" for i, b in enumerate(self.balancers)}
+        self._balancer_keys = {id(b): f"{b.scheme}{i}" for i, b in enumerate(self.balancers)}
 
     def name(self, t: Trainable) -> str:
         try:
@@ -96,7 +98,8 @@ class Registry:
             raise ValueError(f"the points {ps.describe()} are not used by this problem.") from None
 
     def balancer_key(self, balancer) -> str:
-        """Key of a balancer's state in ``TrainState.extras``."""
+        """A balancer's one key: ``<scheme><k>`` (``relobralo0``), its state's key in
+        ``TrainState.extras`` and the middle of its weights' names ``weights/<key>/<loss>``."""
         try:
             return self._balancer_keys[id(balancer)]
         except KeyError:
@@ -104,7 +107,7 @@ class Registry:
 
     def initial_extras(self) -> dict[str, Any]:
         """The state of every balancer before training."""
-        return {self.balancer_key(b): b.init_state() for b in self.balancers}
+        return {self.balancer_key(b): b.initial_slot() for b in self.balancers}
 
     def params(self) -> dict[str, nnx.State]:
         """Current parameters of every trainable (from the live modules)."""
@@ -116,37 +119,40 @@ class Registry:
         return {self.key(ps): jnp.asarray(ps.array, dtype) for ps in self.pointsets}
 
 
-def _trainables_of(node: Expr) -> list[Trainable]:
-    from jno_flax._trainable import ModelCall
-    if isinstance(node, Trainable):
-        return [node]
-    if isinstance(node, ModelCall):
-        return [node.model]
-    return list(getattr(node, "trainables", ()))
-
-
 class Plan:
-    """Which pointwise nodes each (point set, level) group must produce for ``outputs``."""
+    """How ``outputs`` are evaluated.
+
+    Attributes:
+        roots: the pointwise nodes each ``(point set, level)`` group must produce.
+        global_deps: the global values each point set's fields read, with their levels.
+        derivatives: every coordinate-derivative request per operand (by key), so that all
+            derivatives of one operand come out of one pass.
+    """
 
     def __init__(self, outputs: Sequence[Expr]):
         self.roots: dict[tuple[int, int], list[Expr]] = defaultdict(list)
         self.global_deps: dict[int, list[tuple[Expr, int]]] = defaultdict(list)
-        root_ids: set[int] = set()
-
-        def add_root(node: Expr) -> None:
-            if id(node) not in root_ids:
-                root_ids.add(id(node))
-                self.roots[(id(node.pointset), node.level)].append(node)
-
+        self.derivatives: dict[Key, set[Request]] = defaultdict(set)
+        self._root_keys: set[Key] = set()
         for out in outputs:
             if out.pointset is not None:
-                add_root(out)
+                self.add_root(out)
         for node in walk(outputs, hidden=False):
+            if isinstance(node, CoordinateDerivative):
+                self.derivatives[node.base.key].update(node.requests())
             for child in node.children:
                 if node.pointset is None and child.pointset is not None:
-                    add_root(child)
+                    self.add_root(child)
                 if node.pointset is not None and child.pointset is None:
                     self.global_deps[id(node.pointset)].append((child, node.level))
+
+    def add_root(self, node: Expr) -> None:
+        if node.key not in self._root_keys:
+            self._root_keys.add(node.key)
+            self.roots[(id(node.pointset), node.level)].append(node)
+            for sub in walk([node], hidden=False):
+                if isinstance(sub, CoordinateDerivative):
+                    self.derivatives[sub.base.key].update(sub.requests())
 
 
 class Evaluator:
@@ -157,22 +163,44 @@ class Evaluator:
         params: ``{trainable name: nnx.State of its nnx.Param leaves}``.
         batch: ``{point-set key: (N, C) array}``.
         outputs: the expressions that will be asked for (for planning).
+        rng: the step's PRNG key (balancers draw from it).
+        step: the step index.
+        extras: feature state (``TrainState.extras``: balancer states by key).
+        training: inside a training step (balancers compute this step's weights); outside,
+            a trained balancer's weights are those its last step used.
     """
 
     def __init__(self, registry: Registry, params: dict[str, Any], batch: dict[str, jax.Array],
                  outputs: Sequence[Expr], rng: jax.Array | None = None, step=None,
-                 extras: dict[str, Any] | None = None):
+                 extras: dict[str, Any] | None = None, training: bool = True):
         self.registry = registry
+        self.training = training
         self.params = params
         self.batch = batch
         self.rng = rng
         self.step = step
         self.extras = extras or {}
         self.plan = Plan(outputs)
-        self.cache: dict[int, jax.Array] = {}
+        self.cache: dict[Key, jax.Array] = {}
         self.memo: dict[Any, Any] = {}      # side computations shared by several nodes
         self.updates: dict[str, Any] = {}   # new feature state (adaptive weights) of this step
         self._modules: dict[int, nnx.Module] = {}
+
+    @classmethod
+    def of_state(cls, registry: Registry, state: Any, batch: dict[str, jax.Array],
+                 outputs: Sequence[Expr], params: dict[str, Any] | None = None) -> "Evaluator":
+        """An evaluator for the step ``state.step`` of a ``TrainState``: its parameters (or
+        ``params``), its balancer states and the step's key ``fold_in(state.rng, step)``."""
+        return cls(registry, state.params if params is None else params, batch, outputs,
+                   rng=jax.random.fold_in(state.rng, state.step), step=state.step,
+                   extras=state.extras)
+
+    def child(self, outputs: Sequence[Expr], params: dict[str, Any] | None = None
+              ) -> "Evaluator":
+        """A fresh evaluator of the same step (for differentiating with other parameters)."""
+        return Evaluator(self.registry, self.params if params is None else params, self.batch,
+                         outputs, rng=self.rng, step=self.step, extras=self.extras,
+                         training=self.training)
 
     def module(self, t: Trainable) -> nnx.Module:
         """The trainable's module with this evaluation's parameters."""
@@ -183,66 +211,79 @@ class Evaluator:
 
     def value(self, node: Expr) -> jax.Array:
         """The value of ``node``: fields as ``(1, N, *shape)``, global nodes as themselves."""
-        key = id(node)
-        if key not in self.cache:
+        if node.key not in self.cache:
             if node.pointset is None:
-                self.cache[key] = node.global_eval(self)
+                self.cache[node.key] = node.global_eval(self)
             else:
-                group = (id(node.pointset), node.level)
-                if all(r is not node for r in self.plan.roots[group]):
-                    self.plan.roots[group].append(node)
+                self.plan.add_root(node)
                 self._eval_group(node.pointset, node.level)
-        return self.cache[key]
+        return self.cache[node.key]
 
     def _eval_group(self, ps: PointSet, level: int) -> None:
         for g, parent_level in self.plan.global_deps[id(ps)]:
             if parent_level <= level:
                 self.value(g)
-        roots = [r for r in self.plan.roots[(id(ps), level)] if id(r) not in self.cache]
+        roots = [r for r in self.plan.roots[(id(ps), level)] if r.key not in self.cache]
         if not roots:
             return
         known = [n for (pid, lvl), group in self.plan.roots.items() if pid == id(ps)
-                 and lvl < level for n in group if id(n) in self.cache]
+                 and lvl < level for n in group if n.key in self.cache]
         points = self.batch[self.registry.key(ps)]
 
         def per_point(row, known_values):
-            memo = {id(n): v for n, v in zip(known, known_values)}
+            memo = {n.key: v for n, v in zip(known, known_values)}
             ctx = PointContext(self, ps, tuple(row[i] for i in range(row.shape[0])), memo)
             return [ctx.value(r) for r in roots]
 
-        outs = jax.vmap(per_point)(points, [self.cache[id(n)][0] for n in known])
+        outs = jax.vmap(per_point)(points, [self.cache[n.key][0] for n in known])
         for r, o in zip(roots, outs):
-            self.cache[id(r)] = o[None]
+            self.cache[r.key] = o[None]
 
 
 class PointContext:
     """The evaluation of pointwise nodes at one point (inside ``vmap``)."""
 
-    def __init__(self, ev: Evaluator, ps: PointSet, columns: tuple, memo: dict[int, Any]):
+    def __init__(self, ev: Evaluator, ps: PointSet, columns: tuple, memo: dict[Any, Any]):
         self.ev = ev
         self.ps = ps
         self.columns = columns
         self.memo = memo
 
-    def column(self, ps: PointSet, i: int) -> jax.Array:
-        if ps is not self.ps:  # guarded at construction; kept as a safety net
-            raise ValueError(f"a field on {ps.describe()} was evaluated on {self.ps.describe()}.")
+    def column(self, i: int) -> jax.Array:
+        """Column ``i`` of this point (a scalar)."""
         return self.columns[i]
 
     def module(self, t: Trainable) -> nnx.Module:
         return self.ev.module(t)
 
-    def value(self, node: Expr) -> jax.Array:
+    def value(self, node: Expr, direct: bool = False) -> jax.Array:
+        """The node's value at this point. An operand with coordinate derivatives comes out of
+        their shared pass unless ``direct`` (which that pass itself uses)."""
         if node.pointset is None:
             return self.ev.value(node)
-        key = id(node)
-        if key not in self.memo:
-            self.memo[key] = node.point_eval(self)
-        return self.memo[key]
+        if node.key in self.memo:
+            return self.memo[node.key]
+        if not direct and node.key in self.ev.plan.derivatives:
+            return self.derivatives(node, [()])[()]
+        value = node.point_eval(self)
+        if not direct:
+            self.memo[node.key] = value
+        return value
 
-    def remember(self, node: Expr, value: jax.Array) -> None:
-        """Record a value computed on the side (a primal from ``jvp``) for reuse."""
-        self.memo.setdefault(id(node), value)
+    def derivatives(self, base: Expr, requests: Sequence[Request]) -> dict[Request, jax.Array]:
+        """The requested derivatives of ``base`` at this point, all operand's requests in one
+        pass (planned with the evaluator's plan)."""
+        planned = self.ev.plan.derivatives[base.key]
+        planned.update(requests)
+        slot = ("derivatives", base.key)
+        parts = self.memo.get(slot, {})
+        missing = [r for r in requests if r not in parts]
+        if missing:
+            todo = planned if not parts else set(missing)
+            parts = {**parts, **DerivativePlan(set(todo)).evaluate(self, base)}
+            self.memo[slot] = parts
+            self.memo.setdefault(base.key, parts[()])
+        return parts
 
     def with_columns(self, replace: dict[int, jax.Array]) -> "PointContext":
         """A fresh context at the same point with some coordinates replaced (for AD)."""

@@ -17,7 +17,8 @@ nodes of one point set and level in a single ``vmap`` so shared sub-expressions 
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +31,66 @@ if TYPE_CHECKING:  # pragma: no cover
     from jno_flax._pointset import PointSet
 
 
+class Key:
+    """The structural identity of an expression.
+
+    Two expressions built the same way from the same leaves (variables, models, parameters,
+    equal constants) get the same :class:`Key` object, so ``a.key is b.key`` means "the same
+    expression": the evaluator computes it once and a weight recognises its loss. Keys are
+    interned from ``(node type, operation, children's keys)``; an entry lives as long as some
+    expression holds its key.
+    """
+
+    __slots__ = ("__weakref__",)
+
+    def __repr__(self) -> str:
+        return f"<Key {id(self):#x}>"
+
+
+_INTERNED: "weakref.WeakValueDictionary[tuple, Key]" = weakref.WeakValueDictionary()
+
+
+def structural_key(parts: tuple) -> Key:
+    """The interned :class:`Key` of ``parts`` (hashable; children enter as their keys)."""
+    key = _INTERNED.get(parts)
+    if key is None:
+        key = Key()
+        _INTERNED[parts] = key
+    return key
+
+
+def unique_op() -> Hashable:
+    """An operation token equal only to itself: for leaves identified by their object."""
+    return object()
+
+
+def constant_op(value) -> Hashable:
+    """A hashable description of a constant's value (type, shape, dtype and bytes)."""
+    if isinstance(value, (bool, int, float, complex)) and not isinstance(value, np.ndarray):
+        return (type(value).__name__, value)
+    arr = np.asarray(value)
+    return ("array", arr.shape, arr.dtype.str, arr.tobytes())
+
+
+def freeze(value) -> Hashable:
+    """A hashable stand-in for a static argument (``None``, numbers, sequences, arrays)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return constant_op(value)
+
+
 def _fmt_shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _mean_square(v: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.square(v))
+
+
+def _mean_abs(v: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.abs(v))
 
 
 class Expr:
@@ -40,9 +99,21 @@ class Expr:
     __array_priority__ = 1000  # make numpy defer to our reflected operators
     __hash__ = object.__hash__
 
+    #: expressions a node evaluates on its own, outside its children (the operand of a
+    #: parameter Jacobian); discovery walks them, planning does not
+    hidden: tuple["Expr", ...] = ()
+    #: trainables (models, parameters) this node itself reads
+    trainables: tuple[Any, ...] = ()
+    #: balancers whose weights this node is
+    balancers: tuple[Any, ...] = ()
+
     def __init__(self, children: Sequence["Expr"], pointset: "PointSet | None",
-                 shape: tuple[int, ...], dtype: Any, label: str):
+                 shape: tuple[int, ...], dtype: Any, label: str, op: Hashable):
+        """``op`` describes the operation (with its static arguments) for the structural key;
+        children enter the key through their own keys."""
         self.children: tuple[Expr, ...] = tuple(children)
+        self.key = structural_key((type(self).__qualname__, op,
+                                   tuple(c.key for c in self.children)))
         self.pointset = pointset
         self.shape = tuple(int(s) for s in shape)
         self.dtype = dtype
@@ -140,12 +211,12 @@ class Expr:
     @property
     def mse(self) -> "Expr":
         """Mean of the squares over all entries: a scalar."""
-        return reduction(lambda v: jnp.mean(jnp.square(v)), self, "mse")
+        return reduction(_mean_square, self, "mse")
 
     @property
     def mae(self) -> "Expr":
         """Mean of the absolute values over all entries: a scalar."""
-        return reduction(lambda v: jnp.mean(jnp.abs(v)), self, "mae")
+        return reduction(_mean_abs, self, "mae")
 
     @property
     def mean(self) -> "Expr":
@@ -225,7 +296,7 @@ class Constant(Expr):
             value = jnp.asarray(value)
             shape, dtype = value.shape, value.dtype
         self.value = value
-        super().__init__((), None, shape, dtype, "const")
+        super().__init__((), None, shape, dtype, "const", constant_op(value))
 
     def global_eval(self, ev):
         return self.value
@@ -289,9 +360,11 @@ class Apply(Expr):
     """``fn(*children)`` evaluated per point (pointwise mode) or on whole values (global)."""
 
     def __init__(self, fn: Callable, children: Sequence[Expr], label: str, pointwise: bool,
-                 pointset, shape, dtype):
+                 pointset, shape, dtype, op: Hashable = None):
         self.fn = fn
-        super().__init__(children, pointset if pointwise else None, shape, dtype, label)
+        self.op = fn if op is None else op  # the operation with its static arguments
+        super().__init__(children, pointset if pointwise else None, shape, dtype, label,
+                         (label, pointwise, fn if op is None else op))
 
     def point_eval(self, ctx):
         return self.fn(*(ctx.value(c) for c in self.children))
@@ -300,19 +373,41 @@ class Apply(Expr):
         return self.fn(*(ev.value(c) for c in self.children))
 
 
-def elementwise(fn: Callable, operands: Sequence[Any], label: str) -> Expr:
+def _check_global_vector(c: Expr, fields: Sequence[Expr], ps, label: str) -> None:
+    """A rank-1 global value combines with fields only as one value per component."""
+    d = max(f.shape[-1] if f.shape else 1 for f in fields)
+    length = c.shape[0]
+    if length in (1, d):
+        return
+    hint = (f" It has one value per point (N={ps.n}): pass per-point data as an array of shape "
+            f"(N, {d}) = ({ps.n}, {d}) (or (1, N, {d})), which is matched point by point."
+            if length == ps.n else "")
+    raise ValueError(
+        f"`{label}` combines a field on {ps.describe()} (N={ps.n} points, {d} "
+        f"component{'s' if d != 1 else ''} per point) with an array of shape "
+        f"{_fmt_shape(c.shape)}; a 1-D array combines with a field only as a scalar (length 1) "
+        f"or one value per component (length {d}). Nothing is broadcast silently.{hint}"
+    )
+
+
+def elementwise(fn: Callable, operands: Sequence[Any], label: str, op: Hashable = None) -> Expr:
     """An operation applied per point when a field is involved.
 
-    Fields on one point set combine per point; global values of rank <= 1 (scalars, a
-    parameter vector) are broadcast to every point. A field combined with a higher-rank global
-    value (data of shape ``(1, N, D)``, a matrix) becomes a global operation on ``(B, N, D)``
-    values, with the point count checked.
+    Fields on one point set combine per point; scalars and 1-D global values with one entry per
+    component (a parameter vector) apply at every point. A field combined with a higher-rank
+    global value (data of shape ``(N, D)`` or ``(1, N, D)``) becomes a global operation on
+    ``(B, N, D)`` values, with the point count checked. ``op`` identifies the operation with
+    its static arguments (default: ``fn`` itself) for structural identity.
     """
     children = [as_expr(o, f"{label} operand") for o in operands]
     ps = _common_pointset(children, label)
     if ps is not None and all(c.pointset is not None or len(c.shape) <= 1 for c in children):
+        fields = [c for c in children if c.pointset is not None]
+        for c in children:
+            if c.pointset is None and len(c.shape) == 1:
+                _check_global_vector(c, fields, ps, label)
         out = _infer(fn, children, as_field=False, label=label)
-        return Apply(fn, children, label, True, ps, out.shape, out.dtype)
+        return Apply(fn, children, label, True, ps, out.shape, out.dtype, op)
     if ps is not None:
         for c in children:
             if c.pointset is None and len(c.shape) >= 2 and c.shape[-2] != ps.n:
@@ -321,18 +416,20 @@ def elementwise(fn: Callable, operands: Sequence[Any], label: str) -> Expr:
                     f"value of shape {_fmt_shape(c.shape)}; its point axis (second to last) must "
                     f"be {ps.n}. Nothing is broadcast across point sets."
                 )
-    return global_op(fn, children, label)
+    return global_op(fn, children, label, op)
 
 
-def global_op(fn: Callable, operands: Sequence[Any], label: str) -> Expr:
-    """An operation on whole values (fields enter as ``(B, N, D)``); the result is global."""
+def global_op(fn: Callable, operands: Sequence[Any], label: str, op: Hashable = None) -> Expr:
+    """An operation on whole values (fields enter as ``(B, N, D)``); the result is global.
+
+    ``op`` identifies the operation with its static arguments (default: ``fn``)."""
     children = [as_expr(o, f"{label} operand") for o in operands]
     out = _infer(fn, children, as_field=True, label=label)
-    return Apply(fn, children, label, False, None, out.shape, out.dtype)
+    return Apply(fn, children, label, False, None, out.shape, out.dtype, op)
 
 
-def reduction(fn: Callable, e: Any, label: str) -> Expr:
-    return global_op(fn, [e], label)
+def reduction(fn: Callable, e: Any, label: str, op: Hashable = None) -> Expr:
+    return global_op(fn, [e], label, op)
 
 
 def _index_is_trailing(index) -> bool:
@@ -352,5 +449,5 @@ def getitem(e: Expr, index) -> Expr:
             raise IndexError(
                 f"`index` {k} is out of range for a field with {e.shape[-1]} components."
             )
-        return elementwise(lambda v: v[..., sel], [e], f"[...,{k}]")
-    return global_op(lambda v: v[index], [e], "getitem")
+        return elementwise(lambda v: v[..., sel], [e], f"[...,{k}]", ("getitem", repr(index)))
+    return global_op(lambda v: v[index], [e], "getitem", ("getitem", repr(index)))

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jno_flax._evaluate import Evaluator, PointContext, walk
-from jno_flax._expr import Apply, Expr
+from jno_flax._expr import Apply, Constant, Expr
 from jno_flax._masks import MaskedView
 from jno_flax._trainable import Trainable
 
@@ -35,7 +35,7 @@ class ParameterJacobian(Expr):
     def __init__(self, expr: Expr, target: Trainable | MaskedView):
         view = target if isinstance(target, MaskedView) else None
         trainable = view.trainable if view else target
-        used = [t for node in walk([expr]) for t in _trainables(node)]
+        used = [t for node in walk([expr]) for t in node.trainables]
         if all(t is not trainable for t in used):
             names = sorted({t.user_name or repr(t) for t in used}) or ["none"]
             raise ValueError(
@@ -59,7 +59,8 @@ class ParameterJacobian(Expr):
             shape = (1, expr.pointset.n) + comp + (self.num_params,)
         else:
             shape = expr.shape + (self.num_params,)
-        super().__init__((), None, shape, expr.dtype, f"grad[{trainable.user_name or 'model'}]")
+        super().__init__((), None, shape, expr.dtype, f"grad[{trainable.user_name or 'model'}]",
+                         (trainable, self.selected, expr.key))
 
     # ------------------------------------------------------------------ flattening
     def _split(self, state) -> tuple[jax.Array, Any]:
@@ -84,9 +85,7 @@ class ParameterJacobian(Expr):
         flat, aux = self._split(ev.params[name])
 
         def evaluator(flat_params):
-            params = {**ev.params, name: self._merge(flat_params, aux)}
-            return Evaluator(ev.registry, params, ev.batch, [self.expr], rng=ev.rng,
-                             step=ev.step, extras=ev.extras)
+            return ev.child([self.expr], params={**ev.params, name: self._merge(flat_params, aux)})
 
         if self.per_point:
             ps = self.expr.pointset
@@ -112,13 +111,29 @@ class ParameterJacobian(Expr):
 
 
 def residual_field(loss: Expr, what: str = "loss", hint: str = "") -> Expr:
-    """The per-point residual under a reduction such as ``pde.mse`` (for NTK computations)."""
-    if isinstance(loss, Apply) and len(loss.children) == 1 and loss.children[0].is_field:
-        return loss.children[0]
-    raise ValueError(f"{what} {loss!r} is not a reduction of one field (like `pde.mse`), so it "
-                     f"has no per-point residual.{hint}")
+    """The residual ``r`` of a mean-square loss (for NTK computations).
+
+    Accepted: ``r.mse``, ``jno.np.mean(r ** 2)`` and ``jno.np.mean(jno.np.square(r))`` for a
+    field ``r``; anything else (``r.max``, ``jno.np.sum(r)``, ``jno.np.mean(jno.np.abs(r))``)
+    has no residual whose NTK the loss follows, and is an error.
+    """
+    inner = loss.children[0] if isinstance(loss, Apply) and len(loss.children) == 1 else None
+    found = None
+    if inner is not None and loss.label == "mse":
+        found = inner
+    elif inner is not None and loss.label == "mean" and loss.op == (jnp.mean, None, False):
+        if isinstance(inner, Apply) and inner.label == "square":
+            found = inner.children[0]
+        elif (isinstance(inner, Apply) and inner.label == "**"
+              and isinstance(inner.children[1], Constant)
+              and inner.children[1].shape == () and float(inner.children[1].value) == 2.0):
+            found = inner.children[0]
+    if found is not None and found.is_field:
+        return found
+    raise ValueError(
+        f"{what} {loss!r} is not the mean square of a residual field; NTK computations need "
+        "the residual `r` of a loss written as `r.mse`, `jno.np.mean(r ** 2)` or "
+        f"`jno.np.mean(jno.np.square(r))` (r a field on a point set).{hint}"
+    )
 
 
-def _trainables(node: Expr) -> list[Trainable]:
-    from jno_flax._evaluate import _trainables_of
-    return _trainables_of(node)

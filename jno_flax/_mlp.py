@@ -15,23 +15,26 @@ class MLP(nnx.Module):
     The hidden layers are ``self.layers`` and the last one is ``self.output_layer`` (so
     ``nnx.PathContains("output_layer")`` selects it). Weights use Glorot-normal
     initialisation, biases zeros. Accepts unbatched ``(in_features,)`` or batched
-    ``(..., in_features)`` inputs.
+    ``(..., in_features)`` inputs. Parameters are ``param_dtype``, by default the default float
+    dtype (float64 under ``jax_enable_x64``, float32 otherwise).
 
     >>> net = MLP(2, 1, hidden=64, depth=3, rngs=nnx.Rngs(0))   # 2-64-64-64-1
     """
 
     def __init__(self, in_features: int, out_features: int, *, hidden: int = 64,
                  depth: int = 3, activation: Callable[[jax.Array], jax.Array] = jnp.tanh,
-                 rngs: nnx.Rngs):
+                 param_dtype=None, rngs: nnx.Rngs):
         for arg, value in (("in_features", in_features), ("out_features", out_features),
                            ("hidden", hidden), ("depth", depth)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"`{arg}` must be a positive integer, got {value!r}.")
         init = nnx.initializers.glorot_normal()
+        dtype = param_dtype or jax.dtypes.canonicalize_dtype(jnp.float64)
         sizes = [in_features] + [hidden] * depth
-        self.layers = nnx.List([nnx.Linear(a, b, kernel_init=init, rngs=rngs)
+        self.layers = nnx.List([nnx.Linear(a, b, kernel_init=init, param_dtype=dtype, rngs=rngs)
                                 for a, b in zip(sizes[:-1], sizes[1:])])
-        self.output_layer = nnx.Linear(sizes[-1], out_features, kernel_init=init, rngs=rngs)
+        self.output_layer = nnx.Linear(sizes[-1], out_features, kernel_init=init,
+                                       param_dtype=dtype, rngs=rngs)
         self.activation = activation
 
     def __call__(self, x: jax.Array) -> jax.Array:

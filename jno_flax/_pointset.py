@@ -67,7 +67,8 @@ class Variable(Expr):
         self.column = column
         self.symbol = symbol
         self.is_coordinate = coordinate
-        super().__init__((), pointset, (1,), jnp.zeros(()).dtype, symbol)
+        super().__init__((), pointset, (1,), jnp.zeros(()).dtype, symbol,
+                         (pointset, column, coordinate))
 
     def point_eval(self, ctx):
-        return ctx.column(self.pointset, self.column)[None]
+        return ctx.column(self.column)[None]

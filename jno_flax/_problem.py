@@ -71,10 +71,10 @@ class Problem:
     def _check_balancers(self) -> None:
         from jno_flax._balancer import check_weight_usage
         check_weight_usage(self.constraints)
-        in_loss = {id(n) for n in walk(list(self.constraints.values()))}
+        in_loss = {n.key for n in walk(list(self.constraints.values()))}
         for b in self.registry.balancers:
             penalty = getattr(b, "penalty", None)
-            if penalty is not None and id(penalty) not in in_loss:
+            if penalty is not None and penalty.key not in in_loss:
                 raise ValueError(f"{b!r} has trainable weights: add its `penalty` to the "
                                  "constraints, e.g. `jno.core([w[0] * l0, w[1] * l1, w.penalty])`;"
                                  " without it the weights collapse to zero.")
@@ -158,11 +158,11 @@ class Problem:
         registry = Registry(self.outputs + nodes)
         batch = registry.batch()
         batch.update(self._input_batch(registry, nodes, inputs or {}))
-        key = tuple(id(n) for n in nodes) + tuple(sorted(batch))
+        key = tuple(n.key for n in nodes) + tuple(sorted(batch))
         fn = self._eval_cache.get(key)
         if fn is None:
             def fn(params, batch, extras):
-                ev = Evaluator(registry, params, batch, nodes, extras=extras)
+                ev = Evaluator(registry, params, batch, nodes, extras=extras, training=False)
                 return [ev.value(n) for n in nodes]
             fn = jax.jit(fn)
             self._eval_cache[key] = fn

@@ -10,7 +10,7 @@ import optax
 from flax import nnx
 
 from jno_flax._checks import name as check_name
-from jno_flax._expr import Expr, _common_pointset, _fmt_shape, as_expr
+from jno_flax._expr import Expr, _common_pointset, _fmt_shape, as_expr, unique_op
 
 
 def _check_tx(tx: Any) -> optax.GradientTransformation:
@@ -132,6 +132,7 @@ class ModelCall(Expr):
 
     def __init__(self, model: Model, inputs: list[Expr]):
         self.model = model
+        self.trainables = (model,)
         ps = _common_pointset(inputs, "model input")
         pointwise = ps is not None and all(c.pointset is not None or len(c.shape) <= 1
                                            for c in inputs)
@@ -155,7 +156,7 @@ class ModelCall(Expr):
             raise ValueError(f"{model!r} must return at least a 1-D output (..., d_out), "
                              f"got shape {_fmt_shape(out.shape)}.")
         super().__init__(inputs, ps if pointwise else None, out.shape, out.dtype,
-                         f"{model.user_name or 'model'}(...)")
+                         f"{model.user_name or 'model'}(...)", (model, pointwise))
 
     def _concat(self, values):
         return jnp.concatenate([jnp.reshape(v, v.shape or (1,)) for v in values], axis=-1)
@@ -181,7 +182,8 @@ class Parameter(Trainable, Expr):
 
     def __init__(self, value: jax.Array, name: str | None):
         Trainable.__init__(self, ParameterModule(value), name)
-        Expr.__init__(self, (), None, value.shape, value.dtype, name or "parameter")
+        Expr.__init__(self, (), None, value.shape, value.dtype, name or "parameter", unique_op())
+        self.trainables = (self,)
 
     def global_eval(self, ev):
         return ev.module(self).value[...]

@@ -9,7 +9,8 @@ loss (a :class:`~jno_flax._balancer.Balancer`, which unpacks like a list)::
 Weights are computed inside the fused training step from that step's losses, enter the loss as
 constants (except the trainable ``uncertainty`` weights), and keep their state in the
 ``TrainState`` (checkpointed, resumed exactly). Randomness comes from the trainer's key.
-Every weight is recorded in ``History.trackers`` as ``weights/<scheme><k>/<loss name or i>``.
+Every weight is recorded in ``History.trackers`` as ``weights/<scheme><k>/<loss name or i>``
+(``<scheme><k>`` is also the key of the balancer's state in ``TrainState.extras``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 import jno_flax.numpy as jnn
-from jno_flax._balancer import AdaptiveWeight, Balancer
+from jno_flax._balancer import AdaptiveWeight, Balancer, float_dtype
 from jno_flax._checks import positive_int, positive_number, unit_interval
 from jno_flax._evaluate import Evaluator
 from jno_flax._expr import Expr
@@ -33,12 +34,6 @@ __all__ = ["Balancer", "AdaptiveWeight", "relobralo", "softadapt", "dwa", "lr_an
            "LRAnnealing", "NTKWeights", "Uncertainty", "Causal"]
 
 _EPS = 1e-12
-
-
-def _key(ev: Evaluator, balancer: Balancer) -> jax.Array:
-    """The balancer's key for this step: ``fold_in(step key, 1 + balancer index)``."""
-    base = ev.rng if ev.rng is not None else jax.random.PRNGKey(0)
-    return jax.random.fold_in(base, 1 + ev.registry.balancers.index(balancer))
 
 
 def _count(state) -> jax.Array:
@@ -67,22 +62,22 @@ class ReLoBRaLo(Balancer):
         self.tau = positive_number("tau", tau)
         self.expected_rho = unit_interval("expected_rho", expected_rho)
 
-    def init_state(self):
-        ones = jnp.ones((self.m,), jnp.float32)
+    def init(self):
+        ones = jnp.ones((self.m,), float_dtype())
         return {"count": jnp.zeros((), jnp.int32), "initial": ones, "previous": ones,
                 "weights": ones}
 
-    def update(self, state, losses, ev):
+    def update(self, state, losses, key):
         first = _count(state) == 0
         bal_prev = self.m * jax.nn.softmax(losses / (self.tau * state["previous"] + _EPS))
         bal_init = self.m * jax.nn.softmax(losses / (self.tau * state["initial"] + _EPS))
-        rho = jax.random.bernoulli(_key(ev, self), self.expected_rho).astype(losses.dtype)
+        rho = jax.random.bernoulli(key, self.expected_rho).astype(losses.dtype)
         hist = rho * state["weights"] + (1 - rho) * bal_init
         new = self.alpha * hist + (1 - self.alpha) * bal_prev
-        weights = jnp.where(first, jnp.ones_like(new), new).astype(jnp.float32)
+        weights = jnp.where(first, jnp.ones_like(new), new).astype(float_dtype())
         return weights, {"count": state["count"] + 1,
-                         "initial": jnp.where(first, losses, state["initial"]).astype(jnp.float32),
-                         "previous": losses.astype(jnp.float32), "weights": weights}
+                         "initial": jnp.where(first, losses, state["initial"]).astype(float_dtype()),
+                         "previous": losses.astype(float_dtype()), "weights": weights}
 
 
 def relobralo(losses: Sequence[Expr], alpha: float = 0.99, tau: float = 0.1,
@@ -111,10 +106,10 @@ class SoftAdapt(Balancer):
         self.beta = positive_number("beta", beta)
         self.normalize, self.loss_weighted = bool(normalize), bool(loss_weighted)
 
-    def init_state(self):
-        return {"count": jnp.zeros((), jnp.int32), "previous": jnp.ones((self.m,), jnp.float32)}
+    def init(self):
+        return {"count": jnp.zeros((), jnp.int32), "previous": jnp.ones((self.m,), float_dtype())}
 
-    def update(self, state, losses, ev):
+    def update(self, state, losses, key):
         s = losses - state["previous"]
         if self.normalize:
             s = s / (jnp.sum(jnp.abs(s)) + _EPS)
@@ -122,8 +117,8 @@ class SoftAdapt(Balancer):
         if self.loss_weighted:
             z = z * losses
         new = self.m * z / (jnp.sum(z) + _EPS)
-        weights = jnp.where(_count(state) == 0, jnp.ones_like(new), new).astype(jnp.float32)
-        return weights, {"count": state["count"] + 1, "previous": losses.astype(jnp.float32)}
+        weights = jnp.where(_count(state) == 0, jnp.ones_like(new), new).astype(float_dtype())
+        return weights, {"count": state["count"] + 1, "previous": losses.astype(float_dtype())}
 
 
 def softadapt(losses: Sequence[Expr], beta: float = 0.1, normalize: bool = True,
@@ -147,15 +142,15 @@ class DWA(Balancer):
         super().__init__(losses)
         self.temperature = positive_number("temperature", temperature)
 
-    def init_state(self):
-        ones = jnp.ones((self.m,), jnp.float32)
+    def init(self):
+        ones = jnp.ones((self.m,), float_dtype())
         return {"count": jnp.zeros((), jnp.int32), "prev1": ones, "prev2": ones}
 
-    def update(self, state, losses, ev):
+    def update(self, state, losses, key):
         r = state["prev1"] / (state["prev2"] + _EPS)
         new = self.m * jax.nn.softmax(r / self.temperature)
-        weights = jnp.where(_count(state) < 2, jnp.ones_like(new), new).astype(jnp.float32)
-        return weights, {"count": state["count"] + 1, "prev1": losses.astype(jnp.float32),
+        weights = jnp.where(_count(state) < 2, jnp.ones_like(new), new).astype(float_dtype())
+        return weights, {"count": state["count"] + 1, "prev1": losses.astype(float_dtype()),
                          "prev2": state["prev1"]}
 
 
@@ -173,18 +168,18 @@ class _Periodic(Balancer):
         self.period = positive_int("period", period, steps=True)
         self.alpha = unit_interval("alpha", alpha)
 
-    def init_state(self):
-        return {"count": jnp.zeros((), jnp.int32), "weights": jnp.ones((self.m,), jnp.float32)}
+    def init(self):
+        return {"count": jnp.zeros((), jnp.int32), "weights": jnp.ones((self.m,), float_dtype())}
 
     def targets(self, ev: Evaluator, params) -> jax.Array:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def update(self, state, losses, ev):
+    def weights_from(self, ev, state, losses, key):
         params = jax.lax.stop_gradient(ev.params)
 
         def refresh(weights):
             new = self.alpha * weights + (1 - self.alpha) * self.targets(ev, params)
-            return new.astype(jnp.float32)
+            return new.astype(float_dtype())
 
         weights = jax.lax.cond(_count(state) % self.period == 0, refresh, lambda w: w,
                                state["weights"])
@@ -220,8 +215,7 @@ class LRAnnealing(_Periodic):
 
         def grad_of(loss):
             def f(p):
-                sub = Evaluator(ev.registry, {**params, **p}, ev.batch, [loss], rng=ev.rng,
-                                step=ev.step, extras=ev.extras)
+                sub = ev.child([loss], params={**params, **p})
                 return sub.value(loss)
             g = jax.grad(f)({n: params[n] for n in trained})
             return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(g)])
@@ -267,8 +261,7 @@ class NTKWeights(_Periodic):
         self.jacobians = [f.grad(model) for f in fields]
 
     def targets(self, ev, params):
-        sub = Evaluator(ev.registry, params, ev.batch, self.jacobians, rng=ev.rng,
-                        step=ev.step, extras=ev.extras)
+        sub = ev.child(self.jacobians, params=params)
         traces = jnp.stack([jnp.sum(jnp.square(sub.value(J))) / J.shape[1]
                             for J in self.jacobians])
         return jnp.sum(traces) / (traces + _EPS)
@@ -308,7 +301,7 @@ class Uncertainty(Balancer):
     def extra_children(self):
         return (self.log_var,)
 
-    def update(self, state, losses, ev):
+    def weights_from(self, ev, state, losses, key):
         return 0.5 * jnp.exp(-ev.value(self.log_var)), state
 
 
@@ -336,7 +329,7 @@ class Causal(Balancer):
         super().__init__(losses)
         self.epsilon = positive_number("epsilon", epsilon)
 
-    def update(self, state, losses, ev):
+    def update(self, state, losses, key):
         earlier = jnp.concatenate([jnp.zeros((1,), losses.dtype), jnp.cumsum(losses)[:-1]])
         return jnp.exp(-self.epsilon * earlier), state
 

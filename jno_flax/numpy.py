@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from jno_flax._expr import Expr, as_expr, elementwise, global_op
+from jno_flax._expr import Expr, as_expr, elementwise, freeze, global_op
 from jno_flax._tracker import Tracker, tracker
 from jno_flax._trainable import parameter
 
@@ -93,7 +93,7 @@ def where(cond, a, b) -> Expr:
 
 def clip(x, lo=None, hi=None) -> Expr:
     """Clip ``x`` to ``[lo, hi]`` (either bound may be ``None``)."""
-    return elementwise(lambda v: jnp.clip(v, lo, hi), [x], "clip")
+    return elementwise(lambda v: jnp.clip(v, lo, hi), [x], "clip", ("clip", freeze(lo), freeze(hi)))
 
 
 # ---------------------------------------------------------------------- reductions
@@ -107,7 +107,8 @@ def _check_axis(axis) -> None:
 def _reduction(fn: Callable, label: str) -> Callable[..., Expr]:
     def op(x, axis=None, keepdims: bool = False) -> Expr:
         _check_axis(axis)
-        return global_op(lambda v: fn(v, axis=axis, keepdims=keepdims), [x], label)
+        return global_op(lambda v: fn(v, axis=axis, keepdims=keepdims), [x], label,
+                         (fn, axis, bool(keepdims)))
     op.__name__ = label
     op.__doc__ = (f"``{label}`` over ``axis`` (``None``: all entries) of the evaluated value "
                   "(``(B, N, D)`` for a field).")
@@ -131,7 +132,7 @@ def norm(x, axis=None, ord=None, keepdims: bool = False) -> Expr:
         if axis is None and ord is None:
             return jnp.sqrt(jnp.sum(jnp.square(v)))
         return jnp.linalg.norm(v, ord=ord, axis=axis, keepdims=keepdims)
-    return global_op(fn, [x], "norm")
+    return global_op(fn, [x], "norm", ("norm", axis, ord, bool(keepdims)))
 
 
 # ---------------------------------------------------------------------- linear algebra
@@ -140,12 +141,16 @@ def _same_field(exprs: Sequence[Expr]) -> bool:
     return ps is not None and all(e.pointset is ps for e in exprs)
 
 
+def _field_dot(u: jax.Array, v: jax.Array) -> jax.Array:
+    return jnp.sum(u * v, axis=-1, keepdims=True)
+
+
 def dot(a, b) -> Expr:
     """``jnp.dot`` of global values; for two fields on one point set, the per-point dot
     product of their components (a ``(B, N, 1)`` field)."""
     ea, eb = as_expr(a, "a"), as_expr(b, "b")
     if _same_field([ea, eb]):
-        return elementwise(lambda u, v: jnp.sum(u * v, axis=-1, keepdims=True), [ea, eb], "dot")
+        return elementwise(_field_dot, [ea, eb], "dot")
     return global_op(jnp.dot, [ea, eb], "dot")
 
 
@@ -159,8 +164,8 @@ def concat(exprs: Sequence, axis: int = -1) -> Expr:
         raise TypeError(f"`exprs` must be a non-empty list of expressions, got {exprs!r}.")
     es = [as_expr(x, "exprs") for x in exprs]
     if axis == -1 and _same_field(es):
-        return elementwise(lambda *v: jnp.concatenate(v, axis=-1), es, "concat")
-    return global_op(lambda *v: jnp.concatenate(v, axis=axis), es, "concat")
+        return elementwise(lambda *v: jnp.concatenate(v, axis=-1), es, "concat", ("concat", -1))
+    return global_op(lambda *v: jnp.concatenate(v, axis=axis), es, "concat", ("concat", axis))
 
 
 concatenate = concat
@@ -169,19 +174,21 @@ concatenate = concat
 def stack(exprs: Sequence, axis: int = 0) -> Expr:
     if not isinstance(exprs, (list, tuple)) or not exprs:
         raise TypeError(f"`exprs` must be a non-empty list of expressions, got {exprs!r}.")
-    return global_op(lambda *v: jnp.stack(v, axis=axis), list(exprs), "stack")
+    return global_op(lambda *v: jnp.stack(v, axis=axis), list(exprs), "stack", ("stack", axis))
 
 
 def reshape(x, shape: tuple[int, ...]) -> Expr:
-    return global_op(lambda v: jnp.reshape(v, shape), [x], "reshape")
+    return global_op(lambda v: jnp.reshape(v, shape), [x], "reshape", ("reshape", freeze(shape)))
 
 
 def transpose(x, axes: tuple[int, ...] | None = None) -> Expr:
-    return global_op(lambda v: jnp.transpose(v, axes), [x], "transpose")
+    return global_op(lambda v: jnp.transpose(v, axes), [x], "transpose",
+                     ("transpose", freeze(axes)))
 
 
 def einsum(subscripts: str, *operands) -> Expr:
-    return global_op(lambda *v: jnp.einsum(subscripts, *v), list(operands), "einsum")
+    return global_op(lambda *v: jnp.einsum(subscripts, *v), list(operands), "einsum",
+                     ("einsum", subscripts))
 
 
 def trace(x) -> Expr:

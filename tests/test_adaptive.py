@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -20,12 +19,10 @@ SEQ = np.array([[10.0, 1.0], [8.0, 1.2], [6.0, 1.1], [6.5, 0.7], [3.0, 0.9], [2.
 
 def _drive(balancer, seq, key=jax.random.PRNGKey(3)):
     """Feed a fixed sequence of loss values step by step; return the weights of each step."""
-    state = balancer.init_state()
+    state = balancer.init()
     out = []
     for t, losses in enumerate(seq):
-        ev = SimpleNamespace(rng=jax.random.fold_in(key, t),
-                             registry=SimpleNamespace(balancers=[balancer]))
-        w, state = balancer.update(state, jnp.asarray(losses), ev)
+        w, state = balancer.update(state, jnp.asarray(losses), jax.random.fold_in(key, t))
         out.append(np.asarray(w))
     return np.array(out)
 
@@ -51,8 +48,7 @@ def test_relobralo_matches_numpy(two_losses, expected_rho):
         if t == 0:
             lam, L0 = np.ones(2), L
         else:
-            rho = float(jax.random.bernoulli(jax.random.fold_in(jax.random.fold_in(key, t), 1),
-                                             expected_rho))
+            rho = float(jax.random.bernoulli(jax.random.fold_in(key, t), expected_rho))
             bal_prev = m * _softmax(L / (0.5 * Lp))
             bal_init = m * _softmax(L / (0.5 * L0))
             lam = 0.9 * (rho * lam + (1 - rho) * bal_init) + 0.1 * bal_prev
@@ -147,8 +143,10 @@ def test_uncertainty_weights_are_trainable(two_losses):
     crux = jno.core([w[0] * losses[0], w[1] * losses[1], w.penalty])
     h = crux.solve(50, enable_progress_bar=False)
     s = np.asarray(crux.eval(w.log_var))
-    np.testing.assert_allclose(crux.eval(w[0]), 0.5 * np.exp(-s[0]), rtol=1e-6)
     series = h.trackers["weights/uncertainty0/pde"].values
+    # eval gives the weight the last step used: exp(-s)/2 of the log-variance before its update
+    np.testing.assert_array_equal(crux.eval(w[0]), series[-1])
+    np.testing.assert_allclose(series[-1], 0.5 * np.exp(-s[0]), rtol=5e-2)
     assert series[-1] < series[0]
     assert s[0] > 0.5  # the large PDE loss gets a larger variance (a smaller weight)
     np.testing.assert_allclose(h.trackers["weights/uncertainty0/pde"].values[0], 0.5)
@@ -169,9 +167,9 @@ def test_used_weights_equal_tracked_weights_and_state_is_in_the_train_state(two_
     np.testing.assert_array_equal(h.trackers["wbc3"].steps, [0, 3, 6, 9])
     np.testing.assert_array_equal(wp[0], 1.0)
     np.testing.assert_allclose(wp + wb, 2.0, rtol=1e-6)
-    assert int(crux.state.extras["adaptive/0"]["count"]) == 12
+    assert int(crux.state.extras["relobralo0"]["state"]["count"]) == 12
     crux.eval([w_pde, w_bc])  # evaluating never advances the state
-    assert int(crux.state.extras["adaptive/0"]["count"]) == 12
+    assert int(crux.state.extras["relobralo0"]["state"]["count"]) == 12
 
 
 def test_compiled_step_has_no_host_callbacks(two_losses):

@@ -195,7 +195,7 @@ def test_diagnostics_errors(tiny):
         Trainer(max_steps=2, callbacks=[GradientConflict(constraints=["pde", "nope"])],
                 enable_progress_bar=False).fit(tiny.core())
     crux = jno.core([tiny.pde, (tiny.pde + tiny.bc) * 2.0])
-    with pytest.raises(ValueError, match="'loss_1' .* is not a reduction of one field"):
+    with pytest.raises(ValueError, match="'loss_1' .* is not the mean square of a residual field"):
         Trainer(max_steps=2, callbacks=[NTKDiagnostics()],
                 enable_progress_bar=False).fit(crux)
 

@@ -135,11 +135,10 @@ class Trainer:
         outputs = list(problem.constraints.values()) + [q.expr for q in every_step]
         trained = {n: p for n, p in state.params.items() if n in self.txs}
         fixed = {n: p for n, p in state.params.items() if n not in self.txs}
-        rng = jax.random.fold_in(state.rng, state.step)
 
         def loss_fn(trained_params):
-            ev = Evaluator(problem.registry, {**fixed, **trained_params}, batch, outputs,
-                           rng=rng, step=state.step, extras=state.extras)
+            ev = Evaluator.of_state(problem.registry, state, batch, outputs,
+                                    params={**fixed, **trained_params})
             losses = self.compute_losses(problem, ev)
             values = {q.name: jax.lax.stop_gradient(ev.value(q.expr)) for q in every_step}
             return self.aggregate_loss(losses), (losses, values, ev.updates)
@@ -194,10 +193,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ internals
     def _assemble_callbacks(self, problem: Problem) -> list[Callback]:
-        from jno_flax.callbacks import ProgressBar, TrackerCallback
+        from jno_flax.callbacks import AdaptiveWeightsCallback, ProgressBar, TrackerCallback
         cbs: list[Callback] = []
         if problem.trackers:
             cbs.append(TrackerCallback(list(problem.trackers.items())))
+        if problem.registry.balancers:
+            cbs.append(AdaptiveWeightsCallback())
         cbs += self.user_callbacks
         if self.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in cbs):
             cbs.append(ProgressBar())
@@ -226,12 +227,6 @@ class Trainer:
                                      "constraints, trackers and quantities must be unique.")
                 taken.add(q.name)
                 quantities.append(q)
-        for k, balancer in enumerate(problem.registry.balancers):
-            for w in balancer.weights:
-                name = f"weights/{balancer.scheme}{k}/{w.loss.given_name or w.index}"
-                if name not in taken:
-                    taken.add(name)
-                    quantities.append(InGraph(name, w, 1))
         return quantities
 
     def _initial_state(self, problem: Problem) -> TrainState:
@@ -288,7 +283,9 @@ class Trainer:
     def _compiled(self, problem: Problem, batch) -> tuple[Any, int]:
         """The jitted chunk runner (one compilation per distinct chunk length, reused by
         later ``fit`` calls) and the longest chunk the record memory bound allows."""
-        signature = (id(problem), tuple((q.name, id(q.expr), q.interval) for q in self.quantities),
+        quantities = tuple((q.name, q.expr.key if q.expr is not None else id(q.fn), q.interval)
+                           for q in self.quantities)
+        signature = (id(problem), quantities,
                      tuple((n, id(tx)) for n, tx in self.txs.items()),
                      jax.tree.structure(self.state))
         if signature not in self._cache:
@@ -315,8 +312,7 @@ class Trainer:
 
     def _evaluate(self, quantities: list[InGraph], state: TrainState, batch) -> dict[str, Any]:
         exprs = [q.expr for q in quantities if q.expr is not None]
-        ev = Evaluator(self.problem.registry, state.params, batch, exprs, step=state.step,
-                       rng=jax.random.fold_in(state.rng, state.step), extras=state.extras)
+        ev = Evaluator.of_state(self.problem.registry, state, batch, exprs)
         return {q.name: ev.value(q.expr) if q.expr is not None else q.fn(state)
                 for q in quantities}
 
