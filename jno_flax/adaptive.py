@@ -74,10 +74,11 @@ class ReLoBRaLo(Balancer):
         rho = jax.random.bernoulli(key, self.expected_rho).astype(losses.dtype)
         hist = rho * state["weights"] + (1 - rho) * bal_init
         new = self.alpha * hist + (1 - self.alpha) * bal_prev
-        weights = jnp.where(first, jnp.ones_like(new), new).astype(float_dtype())
+        dtype = float_dtype()
+        weights = jnp.where(first, jnp.ones_like(new), new).astype(dtype)
         return weights, {"count": state["count"] + 1,
-                         "initial": jnp.where(first, losses, state["initial"]).astype(float_dtype()),
-                         "previous": losses.astype(float_dtype()), "weights": weights}
+                         "initial": jnp.where(first, losses, state["initial"]).astype(dtype),
+                         "previous": losses.astype(dtype), "weights": weights}
 
 
 def relobralo(losses: Sequence[Expr], alpha: float = 0.99, tau: float = 0.1,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -215,3 +214,40 @@ def test_adaptive_errors(two_losses):
     u = jno.adaptive.uncertainty(losses)
     with pytest.raises(ValueError, match="add its `penalty` to the constraints"):
         jno.core([u[0] * losses[0], u[1] * losses[1]])
+
+
+@pytest.mark.parametrize("form", ["mse", "mean_pow", "mean_square"], ids=str)
+def test_ntk_takes_the_residual_of_any_mean_square_form(tiny, form):
+    r_pde = tiny.u.laplacian(tiny.x, tiny.y) + 2 * jnp.pi**2 * tiny.u_exact
+    r_bc = tiny.net(tiny.xb, tiny.yb)
+    make = {"mse": lambda r: r.mse, "mean_pow": lambda r: jnn.mean(r ** 2),
+            "mean_square": lambda r: jnn.mean(jnn.square(r))}[form]
+    w = jno.adaptive.ntk([make(r_pde), make(r_bc)])
+    assert w.jacobians[0].expr.key is r_pde.key and w.jacobians[1].expr.key is r_bc.key
+
+
+@pytest.mark.parametrize("form", ["max", "sum", "mean_abs", "mean_cube"], ids=str)
+def test_ntk_refuses_losses_that_are_not_mean_squares(tiny, form):
+    from jno_flax.callbacks import NTKDiagnostics
+    r = tiny.u.laplacian(tiny.x, tiny.y) + 2 * jnp.pi**2 * tiny.u_exact
+    loss = {"max": lambda: r.max, "sum": lambda: jnn.sum(r), "mean_abs": lambda: jnn.mean(
+        jnn.abs(r)), "mean_cube": lambda: jnn.mean(r ** 3)}[form]()
+    accepted = r"`r.mse`, `jno.np.mean\(r \*\* 2\)` or `jno.np.mean\(jno.np.square\(r\)\)`"
+    with pytest.raises(ValueError, match=r"`losses\[0\]` .* is not the mean square of a residual "
+                                         r"field; .*" + accepted):
+        jno.adaptive.ntk([loss, tiny.bc])
+    with pytest.raises(ValueError, match=r"constraint 'loss_0' .* is not the mean square.*"
+                                         + accepted):
+        Trainer(max_steps=1, callbacks=[NTKDiagnostics()],
+                enable_progress_bar=False).fit(jno.core([loss, tiny.bc]))
+
+
+def test_a_weight_accepts_its_loss_rebuilt_and_refuses_another(tiny):
+    pde = tiny.u.laplacian(tiny.x, tiny.y) + 2 * jnp.pi**2 * tiny.u_exact
+    bc = tiny.net(tiny.xb, tiny.yb)
+    w_pde, w_bc = jno.adaptive.relobralo([pde.mse, bc.mse])
+    jno.core([w_pde * pde.mse, w_bc * bc.mse])             # rebuilt: the same expressions
+    with pytest.raises(ValueError, match=r"weight 1 of <ReLoBRaLo over 2 losses> balances "
+                                         r"<Expr mse .*> but multiplies <Expr mse .*>, a "
+                                         "different expression"):
+        jno.core([w_pde * pde.mse, w_bc * (2 * bc).mse])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
@@ -139,3 +140,59 @@ def test_bad_axis_and_name(line):
         x.name("")
     with pytest.raises(TypeError, match="`fn` must be callable"):
         jnn.function(3, [x])
+
+
+# ---------------------------------------------------------------------- structural identity
+def test_expressions_built_the_same_way_are_the_same_expression(line):
+    _, x = line
+    net = jno.nn.wrap(jno.nn.MLP(1, 1, hidden=4, depth=1, rngs=nnx.Rngs(0)))
+    r = net(x) - jnn.sin(x)
+    assert r.mse.key is r.mse.key
+    assert jnn.mean(r**2).key is jnn.mean(r**2).key
+    assert jnn.mean(jnn.square(r)).key is jnn.mean(jnn.square(r)).key
+    assert net(x).key is net(x).key
+    assert (x + np.ones(1)).key is (x + np.ones(1)).key      # equal constants
+    assert jnn.clip(x, 0, 1).key is jnn.clip(x, 0, 1).key
+    # ... and different ones differ
+    assert jnn.mean(r**2).key is not jnn.mean(r**3).key
+    assert jnn.mean(r**2).key is not r.mse.key
+    assert jnn.mean(r, axis=1).key is not jnn.mean(r).key
+    assert (x + 2).key is not (x + 2.0).key                  # int and float constants
+    assert jnn.clip(x, 0, 1).key is not jnn.clip(x, 0, 2).key
+    other = jno.nn.wrap(jno.nn.MLP(1, 1, hidden=4, depth=1, rngs=nnx.Rngs(0)))
+    assert other(x).key is not net(x).key                     # another model, same weights
+    p, q = jno.np.parameter((1,)), jno.np.parameter((1,))
+    assert (p * x).key is not (q * x).key
+    assert jnn.function(jnp.sin, [x]).key is jnn.function(jnp.sin, [x]).key
+    assert (jnn.function(jnp.sin, [x]).key
+            is not jnn.function(jnp.sin, [x], pointwise=False).key)
+
+
+def test_names_stay_on_their_own_node(line):
+    _, x = line
+    a, b = x.mse.name("first"), x.mse.name("second")
+    assert a.key is b.key and a.given_name == "first" and b.given_name == "second"
+
+
+# ---------------------------------------------------------------------- broadcasting
+def test_one_value_per_point_as_a_1d_array_is_an_error(line):
+    _, x = line
+    with pytest.raises(ValueError, match=r"`-` combines a field on .* \(N=16 points, 1 component "
+                                         r"per point\) with an array of shape \(16,\).*"
+                                         r"shape \(N, 1\) = \(16, 1\)"):
+        x - np.arange(16)
+    with pytest.raises(ValueError, match=r"array of shape \(3,\); a 1-D array combines with a "
+                                         r"field only as a scalar \(length 1\) or one value per "
+                                         r"component \(length 1\)"):
+        jnn.function(lambda v, w: v * w, [x, np.ones(3)])
+
+
+def test_per_point_data_and_per_component_vectors_combine_exactly(line):
+    dom, x = line
+    data = np.arange(16.0)
+    got, two, pair = ev(x - data.reshape(16, 1), x * np.array([2.0]),
+                        jnn.concat([x, x]) * np.array([1.0, -1.0]))
+    xs = dom.points("interior")[:, 0]
+    np.testing.assert_allclose(got[0, :, 0], xs - data, rtol=1e-6)
+    np.testing.assert_allclose(two[0, :, 0], 2 * xs, rtol=1e-6)
+    np.testing.assert_allclose(pair[0], np.stack([xs, -xs], 1), rtol=1e-6)

@@ -73,12 +73,14 @@ def test_adaptive_weight_placeholders_train_resume_and_record(tmp_path):
     # eval gives the weights the last step used (not a fresh draw)
     np.testing.assert_allclose(full.eval([w_pde, w_bc]), [wp[-1], wb[-1]], rtol=1e-6)
 
+    def trainer(steps):
+        return Trainer(max_steps=steps, chunk_size=16, enable_progress_bar=False,
+                       callbacks=[ModelCheckpoint(tmp_path, every_n_steps=10)])
+
     part, _ = build()
-    Trainer(max_steps=25, chunk_size=16, callbacks=[ModelCheckpoint(tmp_path, every_n_steps=10)],
-            enable_progress_bar=False).fit(part)
+    trainer(25).fit(part)
     resumed, _ = build()
-    h = Trainer(max_steps=40, chunk_size=16, callbacks=[ModelCheckpoint(tmp_path, every_n_steps=10)],
-                enable_progress_bar=False).fit(resumed, ckpt_path="last")
+    h = trainer(40).fit(resumed, ckpt_path="last")
     np.testing.assert_array_equal(h.total_loss, h_full.total_loss)
     np.testing.assert_array_equal(h.trackers["tracker_1"].values, wb)
     for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state)):
