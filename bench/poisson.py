@@ -10,6 +10,8 @@ round; rounds alternate the runners so that machine noise hits all of them alike
   ``folx.forward_laplacian`` on an unbatched point (the fastest found);
 * ``jno``: ``jno_flax`` with the same network, points and optimizer;
 * ``jno+tracker100``, ``jno+tracker1``: with a scalar tracker every 100 / every step;
+  ``jno+tracker1_rebuilt``: the every-step tracker builds ``u_net(x, y)`` anew (structurally
+  the same expression, so it costs what ``jno+tracker1`` costs);
 * ``jno+tensorboard``: with ``TensorBoardLogger`` writing every 100 steps;
 * ``jno+relobralo``: ReLoBRaLo weights; ``jno+lr_annealing``, ``jno+ntk``: gradient-norm and
   NTK weights refreshed every 100 steps; ``jno+checkpoint``: an orbax checkpoint every 1000
@@ -108,6 +110,9 @@ def jno_runner(chunk: int, variant: str, clock=None, steps: int | None = None):
         items.append(jnn.tracker(jnn.mean(jnn.abs(u - u_exact)), interval=100))
     elif variant == "tracker1":
         items.append(jnn.tracker(jnn.mean(jnn.abs(u - u_exact)), interval=1))
+    elif variant == "tracker1_rebuilt":  # the tracker builds its own u_net(x, y) and u_exact
+        u_again = net(x, y) - jnn.sin(PI * x) * jnn.sin(PI * y)
+        items.append(jnn.tracker(jnn.mean(jnn.abs(u_again)), interval=1))
     elif variant == "checkpoint":
         from jno_flax.callbacks import ModelCheckpoint
         callbacks.append(ModelCheckpoint(tempfile.mkdtemp(prefix="jno_bench_ckpt_"),
