@@ -52,3 +52,19 @@ def name(arg: str, value: Any, *, allow_none: bool = False) -> str | None:
         accepted = "a non-empty string" + (" or None" if allow_none else "")
         raise TypeError(f"`{arg}` must be {accepted}, got {value!r}.")
     return value
+
+
+def fmt_shape(shape: tuple[int, ...]) -> str:
+    """A shape as Python writes a tuple: ``(3,)``, ``(1, 16, 1)``."""
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def optax_transform(arg: str, tx: Any) -> Any:
+    """``tx`` when it is an optax ``GradientTransformation`` (has ``init`` and ``update``)."""
+    if not (hasattr(tx, "init") and hasattr(tx, "update") and callable(tx.init)
+            and callable(tx.update)):
+        raise TypeError(
+            f"`{arg}` must be an optax GradientTransformation (e.g. `optax.adam(1e-3)`), got "
+            f"{type(tx).__name__}: {tx!r}."
+        )
+    return tx

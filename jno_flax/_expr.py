@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jno_flax._checks import fmt_shape as _fmt_shape
 from jno_flax._checks import name as check_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,10 +80,6 @@ def freeze(value) -> Hashable:
     if isinstance(value, (list, tuple)):
         return tuple(freeze(v) for v in value)
     return constant_op(value)
-
-
-def _fmt_shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def _mean_square(v: jax.Array) -> jax.Array:

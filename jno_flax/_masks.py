@@ -8,6 +8,8 @@ import jax
 import optax
 from flax import nnx
 
+from jno_flax._checks import optax_transform
+
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax._trainable import Trainable
 
@@ -93,8 +95,7 @@ class MaskedView:
         return sum(int(leaf.size) for leaf, s in zip(leaves, self.selected) if s)
 
     def optimizer(self, tx: optax.GradientTransformation) -> "MaskedView":
-        from jno_flax._trainable import _check_tx
-        self.trainable.add_group(self.selected, _check_tx(tx))
+        self.trainable.add_group(self.selected, optax_transform("tx", tx))
         return self
 
     def freeze(self) -> "MaskedView":

@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jno_flax._checks import fmt_shape
 from jno_flax._evaluate import Evaluator, Registry, walk
-from jno_flax._expr import Expr, _fmt_shape, as_expr
+from jno_flax._expr import Expr, as_expr
 from jno_flax._pointset import PointSet, Variable
 from jno_flax._tracker import Tracker
 from jno_flax._trainable import Model, Parameter, Trainable
@@ -51,7 +52,7 @@ class Problem:
                 if item.pointset is not None or item.shape != ():
                     raise ValueError(
                         f"`constraints[{i}]` must be a scalar loss term, got {item!r} of shape "
-                        f"{_fmt_shape(item.value_shape)}. Reduce it, e.g. `residual.mse`."
+                        f"{fmt_shape(item.value_shape)}. Reduce it, e.g. `residual.mse`."
                     )
                 self._add(self.constraints,
                           item.given_name or f"loss_{len(self.constraints)}", item)

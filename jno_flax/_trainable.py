@@ -9,18 +9,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jno_flax._checks import fmt_shape as _fmt_shape
 from jno_flax._checks import name as check_name
-from jno_flax._expr import Expr, _common_pointset, _fmt_shape, as_expr, unique_op
-
-
-def _check_tx(tx: Any) -> optax.GradientTransformation:
-    if not (hasattr(tx, "init") and hasattr(tx, "update") and callable(tx.init)
-            and callable(tx.update)):
-        raise TypeError(
-            f"`tx` must be an optax GradientTransformation (e.g. `optax.adam(1e-3)`), got "
-            f"{type(tx).__name__}: {tx!r}."
-        )
-    return tx
+from jno_flax._checks import optax_transform
+from jno_flax._expr import Expr, _common_pointset, as_expr, unique_op
 
 
 class Trainable:
@@ -45,7 +37,7 @@ class Trainable:
 
     def optimizer(self, tx: optax.GradientTransformation) -> "Trainable":
         """Train this with the optax transform ``tx``; returns ``self``."""
-        self.tx = _check_tx(tx)
+        self.tx = optax_transform("tx", tx)
         return self
 
     def freeze(self) -> "Trainable":

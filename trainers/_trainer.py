@@ -13,10 +13,9 @@ import optax
 from flax import nnx
 
 from jno_flax._balancer import AdaptiveWeight
-from jno_flax._checks import integer, positive_int
+from jno_flax._checks import integer, optax_transform, positive_int
 from jno_flax._evaluate import Evaluator
 from jno_flax._problem import Problem
-from jno_flax._trainable import _check_tx
 from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMetrics
 from jno_flax.trainers._history import History
 from jno_flax.trainers._state import TrainState
@@ -168,7 +167,8 @@ class Trainer:
         stage = "fit"
         try:
             self._call("setup", stage)
-            self.txs = {n: _check_tx(tx) for n, tx in self.configure_optimizers(problem).items()}
+            self.txs = {n: optax_transform(f"configure_optimizers()[{n!r}]", tx)
+                        for n, tx in self.configure_optimizers(problem).items()}
             self.state = self._initial_state(problem)
             self.history = problem.history or History(list(problem.constraints))
             problem.history = self.history
