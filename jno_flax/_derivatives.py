@@ -249,10 +249,15 @@ class DerivativePlan:
                 if self.laplacian is None or col not in self.laplacian:
                     order[col] = max(order.get(col, 0), n)
         groups = _mixing_groups(order, multi)
+        if self.laplacian is not None:  # what mixes with the Laplacian's columns joins its pass
+            mixed = {c for m in multi if set(m) & set(self.laplacian) for c in m if c in order}
+            joined = [g for g in groups if g & mixed]
+            groups = ([set().union(*joined)] if joined else []) + [g for g in groups
+                                                                  if not g & mixed]
         high = [g for g in groups if max(order[c] for c in g) >= 2]
         low = [c for g in groups if max(order[c] for c in g) < 2 for c in g]
         columns = [sorted(g) for g in high] or [[]]
-        columns[0] += low
+        columns[0] += [c for c in low if c not in columns[0]]
         self.passes = [sorted(((c, order[c]) for c in cols), key=lambda item: (-item[1], item[0]))
                        for cols in columns]
 

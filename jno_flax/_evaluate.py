@@ -147,12 +147,11 @@ class Plan:
                     self.global_deps[id(node.pointset)].append((child, node.level))
 
     def add_root(self, node: Expr) -> None:
+        """Evaluate ``node`` with its group (nodes asked for later join their group; their
+        derivative requests join the plan when first met, see ``PointContext.derivatives``)."""
         if node.key not in self._root_keys:
             self._root_keys.add(node.key)
             self.roots[(id(node.pointset), node.level)].append(node)
-            for sub in walk([node], hidden=False):
-                if isinstance(sub, CoordinateDerivative):
-                    self.derivatives[sub.base.key].update(sub.requests())
 
 
 class Evaluator:
