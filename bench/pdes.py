@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _hand import scan_runner
 from flax import nnx
 
 import jno_flax as jno
@@ -270,21 +271,7 @@ def hand_runner(problem: Problem, chunk: int) -> Callable[[], float]:
     def loss(p):
         return problem.hand_loss(nnx.merge(graphdef, p), pts)
 
-    @jax.jit
-    def run(params, opt_state):
-        def body(carry, _):
-            p, o = carry
-            value, g = jax.value_and_grad(loss)(p)
-            updates, o = tx.update(g, o, p)
-            return (optax.apply_updates(p, updates), o), value
-        return jax.lax.scan(body, (params, opt_state), None, length=chunk)
-
-    carry = [(params, tx.init(params))]
-
-    def step() -> float:
-        carry[0], losses = run(*carry[0])
-        return float(jax.block_until_ready(losses)[-1])
-    return step
+    return scan_runner(loss, params, tx, chunk)
 
 
 def jno_runner(problem: Problem, chunk: int) -> Callable[[], float]:

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _hand import scan_runner
 from flax import nnx
 
 import jno_flax as jno
@@ -73,22 +74,7 @@ def hand_runner(chunk: int):
         lap = jax.vmap(lambda p: folx.forward_laplacian(net)(p).laplacian)(xi)
         return jnp.mean((lap[:, 0] + source) ** 2) + jnp.mean(jax.vmap(net)(xb) ** 2)
 
-    @jax.jit
-    def run(params, opt_state):
-        def body(carry, _):
-            p, o = carry
-            value, g = jax.value_and_grad(loss)(p)
-            updates, o = tx.update(g, o, p)
-            return (optax.apply_updates(p, updates), o), value
-        return jax.lax.scan(body, (params, opt_state), None, length=chunk)
-
-    carry = [(params, tx.init(params))]
-
-    def step():
-        carry[0], losses = run(*carry[0])
-        jax.block_until_ready(losses)
-        return float(losses[-1])
-    return step
+    return scan_runner(loss, params, tx, chunk)
 
 
 def jno_runner(chunk: int, variant: str, clock=None, steps: int | None = None):
