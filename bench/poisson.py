@@ -102,7 +102,7 @@ def jno_runner(chunk: int, variant: str, clock=None, steps: int | None = None):
     elif variant == "checkpoint":
         from jno_flax.callbacks import ModelCheckpoint
         callbacks.append(ModelCheckpoint(tempfile.mkdtemp(prefix="jno_bench_ckpt_"),
-                                         every_n_steps=1000))
+                                         every_n_train_steps=1000))
     elif variant == "tensorboard":
         from jno_flax.callbacks import TensorBoardLogger
         callbacks.append(TensorBoardLogger(tempfile.mkdtemp(prefix="jno_bench_tb_")))

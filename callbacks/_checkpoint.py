@@ -1,24 +1,28 @@
-"""Orbax checkpoints of the whole training state, exact resume and preemption safety.
+"""Orbax checkpoints of the whole training state, retention like Lightning's, and resuming.
 
 A checkpoint (one directory per step under ``dirpath``, written by an orbax
-``CheckpointManager``) holds four items, none pickled:
+``CheckpointManager``) holds five items, none pickled:
 
 * ``state``: the whole ``TrainState`` (every trainable's ``nnx.Param`` state, every optimizer
   state, step, PRNG key, adaptive-weight state), restored exactly into a target built from the
   live state;
+* ``history``: the ``History`` so far, as arrays;
 * ``callbacks``: every callback's ``state_dict`` by its ``state_key`` (JSON);
-* ``history``: the ``History`` so far (JSON, arrays as base64 of their raw bytes: exact);
-* ``metadata``: step, losses, library versions and a fingerprint of the problem (JSON).
+* ``extra``: what callbacks add in ``on_save_checkpoint`` (JSON);
+* ``metadata``: step, latest losses, the monitored score, library versions and a fingerprint
+  of the problem and its optimizers (JSON).
+
+Retention: the newest checkpoint is always kept; besides it, the ``save_top_k`` best by
+``monitor`` (or, without a monitor, the ``save_top_k`` newest); ``-1`` keeps all. Pruning
+happens only once a newer checkpoint is complete, so a process killed while writing still
+has its previous checkpoint. A checkpoint is never written from a non-finite state.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import math
 import os
-import signal
 import sys
-import threading
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -27,79 +31,16 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jno_flax._checks import positive_int
+from jno_flax._checks import integer, positive_int
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
+from jno_flax.callbacks._restore import (fingerprint, history_arrays, read_metadata,
+                                         READ_ERRORS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
-    from jno_flax.trainers import History, Trainer
+    from jno_flax.trainers import Trainer
 
 MODES = ("min", "max")
-#: what a damaged checkpoint raises when read (truncated or missing files, bad JSON)
-READ_ERRORS = (ValueError, OSError, KeyError, TypeError, json.JSONDecodeError)
-
-
-# ---------------------------------------------------------------------- serialisation helpers
-def encode_array(a) -> dict[str, Any]:
-    a = np.ascontiguousarray(np.asarray(a))
-    return {"dtype": a.dtype.str, "shape": list(a.shape),
-            "data": base64.b64encode(a.tobytes()).decode("ascii")}
-
-
-def decode_array(d: dict[str, Any]) -> np.ndarray:
-    raw = base64.b64decode(d["data"])
-    return np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
-
-
-def history_to_json(history: "History") -> dict[str, Any]:
-    d = history.to_dict()
-    return {"steps": encode_array(d["steps"]), "total_loss": encode_array(d["total_loss"]),
-            "losses": {k: encode_array(v) for k, v in d["losses"].items()},
-            "trackers": {k: {"steps": encode_array(s["steps"]), "values": encode_array(s["values"])}
-                         for k, s in d["trackers"].items()},
-            "wall_time": d["wall_time"], "stop_reason": d["stop_reason"]}
-
-
-def history_from_json(d: dict[str, Any]) -> "History":
-    from jno_flax.trainers import History
-    return History.from_dict({
-        "steps": decode_array(d["steps"]), "total_loss": decode_array(d["total_loss"]),
-        "losses": {k: decode_array(v) for k, v in d["losses"].items()},
-        "trackers": {k: {"steps": decode_array(s["steps"]), "values": decode_array(s["values"])}
-                     for k, s in d["trackers"].items()},
-        "wall_time": d["wall_time"], "stop_reason": d.get("stop_reason")})
-
-
-def fingerprint(problem: "Problem") -> dict[str, Any]:
-    """What a checkpoint must agree with to be restored into ``problem``."""
-    from jno_flax._masks import param_paths
-    trainables = {}
-    for t in problem.trainables:
-        trainables[problem.registry.name(t)] = {
-            "/".join(str(p) for p in path): list(var.shape)
-            for path, var in param_paths(t.params())}
-    return {"trainables": trainables, "constraints": list(problem.constraints),
-            "trackers": list(problem.trackers),
-            "balancers": [f"{problem.registry.balancer_key(b)}:{b.scheme}"
-                          for b in problem.registry.balancers]}
-
-
-def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two fingerprints (empty when compatible)."""
-    problems = []
-    for name in sorted(set(saved["trainables"]) | set(current["trainables"])):
-        a, b = saved["trainables"].get(name), current["trainables"].get(name)
-        if a is None or b is None:
-            where = "problem" if a is None else "checkpoint"
-            problems.append(f"trainable {name!r} only in the {where}")
-            continue
-        for path in sorted(set(a) | set(b)):
-            if a.get(path) != b.get(path):
-                problems.append(f"{name}/{path}: checkpoint {a.get(path)} vs problem {b.get(path)}")
-    for key in ("constraints", "trackers", "balancers"):
-        if saved[key] != current[key]:
-            problems.append(f"{key}: checkpoint {saved[key]} vs problem {current[key]}")
-    return problems
 
 
 def _versions() -> dict[str, str]:
@@ -111,73 +52,116 @@ def _versions() -> dict[str, str]:
             "optax": optax.__version__, "orbax-checkpoint": getattr(ocp, "__version__", "?")}
 
 
-# ---------------------------------------------------------------------- the callback
+def _finite(tree) -> bool:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return bool(all(jnp.all(jnp.isfinite(x)) for x in leaves))
+
+
 class ModelCheckpoint(Callback):
-    """Saves the whole training state every ``every_n_steps`` steps with orbax.
+    """Saves the whole training state with orbax; resume with ``fit(..., ckpt_path=...)``.
 
     Args:
-        dirpath: directory of the checkpoints (one sub-directory per step).
-        every_n_steps: saving period; chunk boundaries are placed there.
-        max_to_keep: number of checkpoints kept (the newest, or the best by ``monitor``).
-        monitor: optional name (``"loss"``, a constraint, a tracker) ranking checkpoints.
+        dirpath: directory of the checkpoints (default ``<default_root_dir>/checkpoints``).
+        filename: prefix of the step directories (``<filename>_<step>``); default: the step.
+        monitor: ``"loss"``, a constraint or a scalar tracker ranking the checkpoints.
         mode: ``"min"`` or ``"max"`` for ``monitor``.
-        save_last: also save when training ends (so ``ckpt_path="last"`` is the end).
-        handle_signals: on SIGTERM/SIGINT, finish the running chunk, save, and exit cleanly
-            (``SystemExit(0)``) with a message naming the checkpoint.
-        async_save: write in the background (always finished before ``fit`` returns).
+        save_top_k: checkpoints kept besides the newest: the best ``k`` by ``monitor`` (without
+            one, the ``k`` newest); ``-1`` keeps every checkpoint.
+        every_n_train_steps: saving period (a chunk boundary falls there); ``None`` saves only
+            when training ends and on a signal.
+        save_last: save when training ends (so ``ckpt_path="last"`` is the end of the run).
+        async_save: write in the background (finished before ``fit`` returns, and before the
+            next save).
 
-    Resume with ``Trainer(..., callbacks=[ModelCheckpoint(dirpath)]).fit(problem,
-    ckpt_path="last")`` (the newest valid checkpoint) or with the path of a step directory.
+    Attributes:
+        best_model_path: the checkpoint with the best ``monitor`` score (``""`` before one).
+        best_model_score: its score.
+        last_model_path: the newest checkpoint written.
+
+    >>> ModelCheckpoint(monitor="val_error", save_top_k=2, every_n_train_steps=1000)
     """
 
-    def __init__(self, dirpath: str, every_n_steps: int = 1000, max_to_keep: int | None = 3,
-                 monitor: str | None = None, mode: str = "min", save_last: bool = True,
-                 handle_signals: bool = True, async_save: bool = True):
-        if not isinstance(dirpath, (str, os.PathLike)):
-            raise TypeError(f"`dirpath` must be a path, got {dirpath!r}.")
-        self.dirpath = os.path.abspath(os.fspath(dirpath))
-        self.every_n_steps = positive_int("every_n_steps", every_n_steps, steps=True)
-        self.max_to_keep = positive_int("max_to_keep", max_to_keep, allow_none=True)
+    def __init__(self, dirpath: str | None = None, filename: str | None = None,
+                 monitor: str | None = None, mode: str = "min", save_top_k: int = 1,
+                 every_n_train_steps: int | None = None, save_last: bool = True,
+                 async_save: bool = True):
+        if dirpath is not None and not isinstance(dirpath, (str, os.PathLike)):
+            raise TypeError(f"`dirpath` must be a path or None, got {dirpath!r}.")
+        if filename is not None and (not isinstance(filename, str) or not filename
+                                     or any(c in filename for c in "{}/")):
+            raise ValueError(f"`filename` must be a plain prefix for the step directories "
+                             f"(no '{{', '}}' or '/'), got {filename!r}.")
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
         if monitor is not None and not isinstance(monitor, str):
             raise TypeError(f"`monitor` must be a name (str) or None, got {monitor!r}.")
+        self.save_top_k = integer("save_top_k", save_top_k)
+        if self.save_top_k < -1:
+            raise ValueError(f"`save_top_k` must be -1 (keep all) or >= 0, got {save_top_k!r}.")
+        self._given_dirpath = None if dirpath is None else os.path.abspath(os.fspath(dirpath))
+        self.dirpath = self._given_dirpath or ""
+        self.filename = filename
         self.monitor, self.mode = monitor, mode
+        self.every_n_train_steps = positive_int("every_n_train_steps", every_n_train_steps,
+                                                steps=True, allow_none=True)
         self.save_last = bool(save_last)
-        self.handle_signals = bool(handle_signals)
         self.async_save = bool(async_save)
-        self._manager: ocp.CheckpointManager | None = None
-        self._latest: dict[str, float] = {}
-        self._signal: int | None = None
-        self._previous_handlers: dict[int, Any] = {}
+        self.best_model_path = ""
+        self.best_model_score: float | None = None
+        self.last_model_path = ""
         self.last_saved_step: int | None = None
+        self._scores: dict[int, float] = {}
+        self._latest: dict[str, float] = {}
+        self._manager: ocp.CheckpointManager | None = None
 
     @property
     def state_key(self) -> str:
-        return f"ModelCheckpoint[{self.dirpath}]"
+        return f"ModelCheckpoint[{self._given_dirpath or '<default_root_dir>/checkpoints'}]"
 
     # ------------------------------------------------------------------ orbax
+    def _resolve_dirpath(self, trainer: "Trainer") -> None:
+        if not self._given_dirpath:
+            self.dirpath = os.path.abspath(os.path.join(trainer.default_root_dir, "checkpoints"))
+
     @property
     def manager(self) -> ocp.CheckpointManager:
+        if not self.dirpath:
+            raise ValueError("ModelCheckpoint without `dirpath` learns its directory from the "
+                             "trainer (`<default_root_dir>/checkpoints`) when `fit` starts.")
         if self._manager is None:
-            best = None
-            if self.monitor is not None:
-                best = lambda metrics: metrics[self.monitor]  # noqa: E731
             options = ocp.CheckpointManagerOptions(
-                max_to_keep=self.max_to_keep, best_fn=best,
-                best_mode=self.mode, keep_checkpoints_without_metrics=False,
-                enable_async_checkpointing=self.async_save, create=True)
+                max_to_keep=None, step_prefix=self.filename, create=True,
+                enable_async_checkpointing=self.async_save)
             self._manager = ocp.CheckpointManager(self.dirpath, options=options)
         return self._manager
 
     def all_steps(self) -> list[int]:
-        """Steps with a finished checkpoint, oldest first."""
-        if not os.path.isdir(self.dirpath):
+        """Steps with a complete checkpoint, oldest first."""
+        if not self.dirpath or not os.path.isdir(self.dirpath):
             return []
+        self.manager.reload()
         return sorted(self.manager.all_steps())
 
     def step_path(self, step: int) -> str:
-        return os.path.join(self.dirpath, str(step))
+        name = str(step) if self.filename is None else f"{self.filename}_{step}"
+        return os.path.join(self.dirpath, name)
+
+    def best_path(self, paths: list[str]) -> str:
+        """The best of ``paths`` by the monitored score stored in each checkpoint."""
+        if self.monitor is None:
+            raise ValueError("`ckpt_path='best'` needs a ModelCheckpoint with a `monitor`.")
+        scored = []
+        for path in paths:
+            try:
+                score = read_metadata(path).get("score")
+            except READ_ERRORS:
+                continue
+            if score is not None and math.isfinite(score):
+                scored.append((score if self.mode == "min" else -score, path))
+        if not scored:
+            raise FileNotFoundError(f"`ckpt_path='best'`: no checkpoint in {self.dirpath!r} "
+                                    f"has a score for `monitor` {self.monitor!r}.")
+        return min(scored)[1]
 
     def wait(self) -> None:
         if self._manager is not None:
@@ -186,14 +170,16 @@ class ModelCheckpoint(Callback):
     def close(self) -> None:
         if self._manager is not None:
             self._manager.wait_until_finished()
+            self._prune()
             self._manager.close()
             self._manager = None
 
     # ------------------------------------------------------------------ hooks
     def sync_every(self, trainer: "Trainer") -> int | None:
-        return self.every_n_steps
+        return self.every_n_train_steps
 
     def setup(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
+        self._resolve_dirpath(trainer)
         try:
             os.makedirs(self.dirpath, exist_ok=True)
         except OSError as err:
@@ -211,25 +197,6 @@ class ModelCheckpoint(Callback):
                 raise ValueError(f"ModelCheckpoint `monitor` {self.monitor!r} is not a logged "
                                  f"quantity; available: {available}.")
 
-    def on_train_start(self, trainer: "Trainer", problem: "Problem") -> None:
-        self._signal = None
-        if self.handle_signals and threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                self._previous_handlers[signum] = signal.signal(
-                    signum, lambda s, f, t=trainer: self._on_signal(s, t))
-
-    def _on_signal(self, signum: int, trainer: "Trainer") -> None:
-        if self._signal is not None:  # a second signal: give up waiting
-            self._restore_handlers()
-            raise KeyboardInterrupt
-        self._signal = signum
-        trainer.stop(f"received {signal.Signals(signum).name}: stopping after the running chunk")
-
-    def _restore_handlers(self) -> None:
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)
-        self._previous_handlers = {}
-
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:
         self._latest["loss"] = float(chunk.loss[-1])
@@ -237,148 +204,117 @@ class ModelCheckpoint(Callback):
         for name, (_, values) in chunk.values.items():
             if len(values) and np.ndim(values[-1]) == 0:
                 self._latest[name] = float(values[-1])
-        done = chunk.last_step + 1
-        if done % self.every_n_steps == 0 or self._signal is not None:
+        every = self.every_n_train_steps
+        if every is not None and (chunk.last_step + 1) % every == 0:
             self.save(trainer, problem)
 
     def on_train_end(self, trainer: "Trainer", problem: "Problem") -> None:
-        if ((self.save_last or self._signal is not None)
-                and self.last_saved_step != trainer.global_step and trainer.global_step > 0):
+        signum = trainer.received_signal
+        if ((self.save_last or signum is not None) and trainer.global_step > 0
+                and self.last_saved_step != trainer.global_step):
             self.save(trainer, problem)
         self.wait()
-        if self._signal is not None:
-            name = signal.Signals(self._signal).name
-            path = self.step_path(self.last_saved_step)
-            print(f"\n{name} received: saved checkpoint {path} at step {self.last_saved_step}; "
-                  "resume with `trainer.fit(problem, ckpt_path=\"last\")`.", file=sys.stderr)
-            raise SystemExit(0)
+        self._prune()
+        if signum is not None and self.last_saved_step is not None:
+            print(f"\n{signum.name} received: saved checkpoint {self.last_model_path} at step "
+                  f"{self.last_saved_step}; resume with `trainer.fit(problem, "
+                  "ckpt_path=\"last\")`.", file=sys.stderr)
 
     def on_exception(self, trainer: "Trainer", problem: "Problem",
                      exception: BaseException) -> None:
         self.wait()
 
     def teardown(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
-        self._restore_handlers()
         self.close()
 
-    # ------------------------------------------------------------------ save / restore
-    def save(self, trainer: "Trainer", problem: "Problem") -> str:
-        """Write a checkpoint of the live state at ``trainer.global_step``."""
+    def state_dict(self) -> dict[str, Any]:
+        return {"scores": [[s, v] for s, v in sorted(self._scores.items())],
+                "latest": dict(self._latest), "best_model_path": self.best_model_path,
+                "best_model_score": self.best_model_score,
+                "last_model_path": self.last_model_path}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._scores = {int(s): float(v) for s, v in state_dict.get("scores", [])}
+        self._latest = {k: float(v) for k, v in state_dict.get("latest", {}).items()}
+        self.best_model_path = state_dict.get("best_model_path", "")
+        self.best_model_score = state_dict.get("best_model_score")
+        self.last_model_path = state_dict.get("last_model_path", "")
+
+    # ------------------------------------------------------------------ save and retention
+    def _score(self, step: int) -> float | None:
+        if self.monitor is None:
+            return None
+        if self.monitor not in self._latest:
+            raise ValueError(f"ModelCheckpoint: `monitor` {self.monitor!r} has no value yet "
+                             f"at step {step}; its first value comes at its interval.")
+        return float(self._latest[self.monitor])
+
+    def save(self, trainer: "Trainer", problem: "Problem") -> str | None:
+        """Write a checkpoint of the live state at ``trainer.global_step`` (skipped, with a
+        warning, if the state is not finite)."""
         step = trainer.global_step
-        metadata = {"step": step, "losses": {k: v for k, v in self._latest.items()},
-                    "versions": _versions(), "fingerprint": fingerprint(problem)}
+        if not _finite(trainer.state.params) or not _finite(trainer.state.opt_state):
+            warnings.warn(f"ModelCheckpoint: the state at step {step} is not finite; no "
+                          "checkpoint written.", RuntimeWarning, stacklevel=2)
+            return None
+        score = self._score(step)
+        self.wait()   # the previous save is complete: older ones may go now
+        for old in [s for s in self.manager.all_steps() if s >= step]:
+            self.manager.delete(old)   # superseded by a run resumed from an older step
+            self._scores.pop(old, None)
+        self._prune()   # against the newest complete checkpoint, never the one being written
+        if score is not None:
+            self._scores[step] = score
+        metadata = {"step": step, "losses": dict(self._latest), "monitor": self.monitor,
+                    "score": score, "versions": _versions(),
+                    "fingerprint": fingerprint(problem, trainer.state),
+                    "wall_time": trainer.history.wall_time,
+                    "stop_reason": trainer.history.stop_reason}
         callbacks = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
-        checkpoint = {"metadata": metadata, "callbacks": callbacks}
+        checkpoint: dict[str, Any] = {"metadata": metadata, "callbacks": callbacks}
         for cb in trainer.callbacks:
             cb.on_save_checkpoint(trainer, problem, checkpoint)
-        metrics = None
-        if self.monitor is not None:
-            if self.monitor not in self._latest:
-                raise ValueError(f"ModelCheckpoint: `monitor` {self.monitor!r} has no value yet "
-                                 f"at step {step}; its first value comes at its interval.")
-            metrics = {self.monitor: float(self._latest[self.monitor])}
+        extra = {k: v for k, v in checkpoint.items() if k not in ("metadata", "callbacks")}
         # a copy: the live state's buffers are donated to the next chunk while orbax writes
         state = jax.tree.map(jnp.copy, trainer.state)
-        if step in self.manager.all_steps():
-            # a run resumed from an older checkpoint supersedes what was saved after it
-            self.manager.wait_until_finished()
-            self.manager.delete(step)
-        self.manager.save(step, metrics=metrics, args=ocp.args.Composite(
+        self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            callbacks=ocp.args.JsonSave(checkpoint["callbacks"]),
-            history=ocp.args.JsonSave(history_to_json(trainer.history)),
-            metadata=ocp.args.JsonSave(checkpoint["metadata"])), force=True)
+            history=ocp.args.StandardSave(history_arrays(trainer.history)),
+            callbacks=ocp.args.JsonSave(callbacks), extra=ocp.args.JsonSave(extra),
+            metadata=ocp.args.JsonSave(metadata)), force=True)
         self.last_saved_step = step
-        return self.step_path(step)
+        self.last_model_path = self.step_path(step)
+        self._update_best()
+        return self.last_model_path
 
+    def _kept(self, steps: list[int], newest: int) -> set[int]:
+        if self.save_top_k == -1:
+            return set(steps) | {newest}
+        if self.monitor is None:
+            ranked = sorted(set(steps) | {newest}, reverse=True)
+        else:
+            scored = [s for s in set(steps) | {newest} if s in self._scores
+                      and math.isfinite(self._scores[s])]
+            ranked = sorted(scored, key=lambda s: (self._scores[s] if self.mode == "min"
+                                                   else -self._scores[s], -s))
+        return set(ranked[:self.save_top_k]) | {newest}
 
-# ---------------------------------------------------------------------- resuming
-def _read(directory: str, step: int, target) -> dict[str, Any]:
-    """Read every item of one checkpoint (raises READ_ERRORS when damaged)."""
-    mgr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
-    try:
-        restored = mgr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target),
-            callbacks=ocp.args.JsonRestore(), history=ocp.args.JsonRestore(),
-            metadata=ocp.args.JsonRestore()))
-        return {"state": restored.state, "callbacks": restored.callbacks,
-                "history": restored.history, "metadata": restored.metadata}
-    finally:
-        mgr.close()
-
-
-def _read_metadata(directory: str, step: int) -> dict[str, Any]:
-    path = os.path.join(directory, str(step), "metadata", "metadata")
-    with open(path) as f:
-        return json.load(f)
-
-
-def resolve(ckpt_path: str, callbacks: list[Callback]) -> list[tuple[str, int]]:
-    """Candidate ``(directory, step)`` pairs for ``ckpt_path``, preferred first."""
-    ckpts = [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
-    if ckpt_path == "last":
-        if not ckpts:
-            raise ValueError("`ckpt_path='last'` needs a ModelCheckpoint callback on the "
-                             "trainer to know where checkpoints are.")
-        cb = ckpts[0]
-        steps = cb.all_steps()
+    def _prune(self) -> None:
+        """Delete complete checkpoints that are neither the newest nor among the top k."""
+        if self._manager is None:
+            return
+        steps = sorted(self._manager.all_steps())
         if not steps:
-            raise FileNotFoundError(f"`ckpt_path='last'`: no checkpoint in {cb.dirpath!r}.")
-        return [(cb.dirpath, s) for s in reversed(steps)]
-    path = os.path.abspath(os.fspath(ckpt_path))
-    parent, leaf = os.path.split(path)
-    if not (leaf.isdigit() and os.path.isdir(path)):
-        known = []
-        for cb in ckpts:
-            known += [cb.step_path(s) for s in cb.all_steps()]
-        if os.path.isdir(parent):
-            known += sorted(os.path.join(parent, d) for d in os.listdir(parent) if d.isdigit())
-        raise FileNotFoundError(f"`ckpt_path` {path!r} is not a checkpoint; existing "
-                                f"checkpoints: {sorted(set(known)) or 'none'}.")
-    return [(parent, int(leaf))]
+            return
+        for s in set(steps) - self._kept(steps, steps[-1]):
+            self._manager.delete(s)
+            self._scores.pop(s, None)
+        self._update_best()
 
-
-def restore_into(trainer: "Trainer", problem: "Problem", ckpt_path: str) -> dict[str, Any]:
-    """Restore state, history and callback states from ``ckpt_path`` into ``trainer``.
-
-    With ``"last"``, a damaged or incomplete newest checkpoint is reported with a warning and
-    the next older one is tried. A checkpoint of another problem (different trainables,
-    parameter shapes, constraints, trackers or balancers) is an error; nothing is restored.
-    """
-    candidates = resolve(ckpt_path, trainer.callbacks)
-    current = fingerprint(problem)
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, trainer.state)
-
-    def damaged(i: int, path: str, err: BaseException) -> None:
-        if i + 1 == len(candidates):
-            raise ValueError(f"checkpoint {path!r} cannot be read ({type(err).__name__}: {err}) "
-                             "and no older valid checkpoint exists.") from err
-        older = os.path.join(*map(str, candidates[i + 1]))
-        warnings.warn(f"checkpoint {path!r} is damaged or incomplete ({type(err).__name__}: "
-                      f"{err}); falling back to {older!r}.", RuntimeWarning, stacklevel=3)
-
-    for i, (directory, step) in enumerate(candidates):
-        path = os.path.join(directory, str(step))
-        try:
-            saved = _read_metadata(directory, step)["fingerprint"]
-        except READ_ERRORS as err:
-            damaged(i, path, err)
-            continue
-        mismatch = fingerprint_mismatch(saved, current)
-        if mismatch:
-            raise ValueError(f"checkpoint {path!r} does not match this problem; nothing was "
-                             f"restored. Differences: {mismatch}")
-        try:
-            checkpoint = _read(directory, step, target)
-        except READ_ERRORS as err:
-            damaged(i, path, err)
-            continue
-        trainer.state = checkpoint["state"]
-        problem.state = trainer.state
-        trainer.history = history_from_json(checkpoint["history"])
-        problem.history = trainer.history
-        for cb in trainer.callbacks:
-            if cb.state_key in checkpoint["callbacks"]:
-                cb.load_state_dict(checkpoint["callbacks"][cb.state_key])
-        return checkpoint
-    raise AssertionError("unreachable: the last candidate returns or raises")
+    def _update_best(self) -> None:
+        if not self._scores:
+            return
+        sign = 1 if self.mode == "min" else -1
+        best = min(self._scores, key=lambda s: (sign * self._scores[s], -s))
+        self.best_model_path = self.step_path(best)
+        self.best_model_score = self._scores[best]

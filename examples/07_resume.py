@@ -1,13 +1,18 @@
-"""Preemption and exact resume with orbax checkpoints.
+"""Preemption and requeue: the same command, started again until the run is done.
 
-1. A child process trains the 2-D Poisson problem towards 6000 steps with a
-   ``ModelCheckpoint``; at step 2000 it sends itself SIGTERM (as a cluster scheduler would).
-   The trainer finishes the running chunk, saves a checkpoint and exits cleanly.
-2. This process rebuilds the same problem and calls ``fit(crux, ckpt_path="last")``: training
-   continues from the saved step, with the optimizer state, RNG, tracker history and
-   TensorBoard curves (``runs/07_resume/tb``) joining seamlessly.
+A cluster job script runs one command every time the job starts; on preemption the scheduler
+sends SIGTERM and later starts the job again (SLURM: ``--requeue``, ``--signal=TERM@120``).
+Here a child process plays the job: it trains the 2-D Poisson problem towards ``STEPS`` with
 
-Writes ``runs/07_resume/resume.png``.
+    Trainer(callbacks=[ModelCheckpoint(dirpath, every_n_train_steps=...)]).fit(
+        crux, ckpt_path="last")
+
+and is "preempted" (sends itself SIGTERM) after a third of the steps. On SIGTERM the trainer
+finishes the running chunk, saves, runs every end hook and exits with status 0. The first
+start finds no checkpoint (a warning, then step 0); each later start resumes from the newest
+one, with the optimizer state, RNG, adaptive weights, tracker history and TensorBoard curves
+(``runs/07_resume/tb``) joining seamlessly. The job that finishes writes
+``runs/07_resume/resume.png``.
 
     python examples/07_resume.py
 """
@@ -33,7 +38,7 @@ from jno_flax.callbacks import Callback, ModelCheckpoint, TensorBoardLogger  # n
 from jno_flax.trainers import Trainer  # noqa: E402
 
 STEPS = int(os.environ.get("JNO_EXAMPLE_STEPS", 6000))
-PREEMPT_AT = STEPS // 3
+PER_JOB = -(-STEPS // 3)   # steps a job runs before it is preempted
 OUT = os.path.join("runs", "07_resume")
 π = jnp.pi
 
@@ -53,50 +58,57 @@ def build():
                      jnn.tracker(jnn.mean(jnn.abs(u - u_exact)), 100, name="val_error")])
 
 
-class PreemptAt(Callback):
-    """Sends SIGTERM to this process once step ``step`` has run."""
+class PreemptAfter(Callback):
+    """Sends SIGTERM to this process once it has run ``steps`` steps (the scheduler's notice)."""
 
-    def __init__(self, step: int):
-        self.step = step
+    def __init__(self, steps: int):
+        self.steps = steps
+        self.start = 0
+
+    def on_train_start(self, trainer, problem):
+        self.start = trainer.global_step
 
     def on_train_batch_end(self, trainer, problem, metrics):
-        if metrics.step + 1 == self.step:
+        if metrics.step + 1 == self.start + self.steps:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def trainer(*extra):
-    return Trainer(max_steps=STEPS, chunk_size=500, callbacks=[
-        ModelCheckpoint(os.path.join(OUT, "ckpt"), every_n_steps=1000),
-        TensorBoardLogger(os.path.join(OUT, "tb")), *extra])
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["--child"]:
-    trainer(PreemptAt(PREEMPT_AT)).fit(build())
-    raise SystemExit("not reached: the SIGTERM ends the run")
-
-if __name__ == "__main__":
-    import shutil
-    shutil.rmtree(OUT, ignore_errors=True)
-    print(f"[1] training in a child process; it is preempted after step {PREEMPT_AT}")
-    child = subprocess.run([sys.executable, __file__, "--child"], capture_output=True, text=True)
-    message = [line for line in child.stderr.splitlines() if "received" in line]
-    print(f"    child exit code {child.returncode}: {message[-1] if message else child.stderr}")
-    resumed_at = ModelCheckpoint(os.path.join(OUT, "ckpt")).all_steps()[-1]
-    print(f"[2] resuming here from the newest checkpoint (step {resumed_at})")
+def job() -> None:
+    """What the job script runs, identical at every start."""
     crux = build()
-    history = trainer().fit(crux, ckpt_path="last")
+    trainer = Trainer(max_steps=STEPS, chunk_size=250, enable_progress_bar=False, callbacks=[
+        ModelCheckpoint(os.path.join(OUT, "ckpt"), every_n_train_steps=max(STEPS // 6, 1)),
+        TensorBoardLogger(os.path.join(OUT, "tb")), PreemptAfter(PER_JOB)])
+    history = trainer.fit(crux, ckpt_path="last")
     err = history.trackers["val_error"]
-    print(f"    history covers steps {history.steps[0]}..{history.steps[-1]} "
-          f"({len(history)} steps, each once); val_error {err.values[0]:.3e} -> "
-          f"{err.values[-1]:.3e}")
+    print(f"finished: steps {history.steps[0]}..{history.steps[-1]} ({len(history)} steps, "
+          f"each once); val_error {err.values[0]:.3e} -> {err.values[-1]:.3e}")
     fig, ax = plt.subplots(figsize=(7, 4))
-    before = history.steps < resumed_at
-    ax.semilogy(history.steps[before], history.total_loss[before], label="before preemption")
-    ax.semilogy(history.steps[~before], history.total_loss[~before], label="after resume")
+    ax.semilogy(history.steps, history.total_loss, lw=0.8, label="total loss")
     ax.semilogy(err.steps, err.values, "k.", ms=3, label="val_error (tracker)")
-    ax.axvline(resumed_at, color="gray", ls="--", lw=1)
-    ax.set(xlabel="step", title="loss across a SIGTERM and a resume")
+    for k in range(1, 3):
+        ax.axvline(k * PER_JOB, color="gray", ls="--", lw=1)
+    ax.set(xlabel="step", title="one run across two preemptions (dashed) and requeues")
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(OUT, "resume.png"), dpi=110)
     print(f"wrote {os.path.join(OUT, 'resume.png')}")
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--job"]:
+    job()
+elif __name__ == "__main__":
+    import shutil
+    shutil.rmtree(OUT, ignore_errors=True)
+    command = [sys.executable, __file__, "--job"]
+    for start in range(1, 5):
+        print(f"[start {start}] {' '.join(command[1:])}")
+        run = subprocess.run(command, capture_output=True, text=True)
+        said = [line for line in (run.stderr + run.stdout).splitlines()
+                if "received" in line or "no checkpoint" in line or "finished" in line]
+        print(f"    exit code {run.returncode}: " + " | ".join(s.strip() for s in said))
+        if run.returncode != 0:
+            raise SystemExit(run.stderr[-2000:])
+        if "finished" in run.stdout:
+            print(run.stdout.strip().splitlines()[-1])
+            break

@@ -43,10 +43,10 @@ def test_resume_is_bit_identical_in_process(tmp_path):
     _, full = _problem()
     h_full = _fit(full, 50)
     _, part = _problem()
-    _fit(part, 23, ModelCheckpoint(tmp_path, every_n_steps=10))
+    _fit(part, 23, ModelCheckpoint(tmp_path, every_n_train_steps=10, save_top_k=-1))
     assert sorted(int(d) for d in os.listdir(tmp_path) if d.isdigit()) == [10, 20, 23]
     _, resumed = _problem()
-    h = _fit(resumed, 50, ModelCheckpoint(tmp_path, every_n_steps=10), ckpt_path="last")
+    h = _fit(resumed, 50, ModelCheckpoint(tmp_path, every_n_train_steps=10), ckpt_path="last")
     _same_state(full, resumed)
     np.testing.assert_array_equal(h.steps, np.arange(50))
     np.testing.assert_array_equal(h.total_loss, h_full.total_loss)
@@ -77,24 +77,31 @@ def test_sigterm_mid_chunk_then_resume_in_a_new_process_is_bit_identical(tmp_pat
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_max_to_keep_and_best_by_monitor(tmp_path):
+def _kept(path):
+    return sorted(int(d) for d in os.listdir(path) if d.isdigit())
+
+
+def test_save_top_k_keeps_the_newest_besides_the_best(tmp_path):
     _, crux = _problem()
-    _fit(crux, 50, ModelCheckpoint(tmp_path / "keep", every_n_steps=10, max_to_keep=2))
-    assert sorted(int(d) for d in os.listdir(tmp_path / "keep") if d.isdigit()) == [40, 50]
+    _fit(crux, 50, ModelCheckpoint(tmp_path / "keep", every_n_train_steps=10, save_top_k=2))
+    assert _kept(tmp_path / "keep") == [40, 50]
     _, crux = _problem()
-    cb = ModelCheckpoint(tmp_path / "best", every_n_steps=7, max_to_keep=1, monitor="err",
+    cb = ModelCheckpoint(tmp_path / "best", every_n_train_steps=7, save_top_k=1, monitor="err",
                          mode="max", save_last=False)
     h = _fit(crux, 50, cb)
     err = h.trackers["err"]
-    kept = sorted(int(d) for d in os.listdir(tmp_path / "best") if d.isdigit())
     # saved after steps 7, 14, ..., 49 with the latest err value recorded by then (at 6, ..., 49)
-    best_step = max(range(7, 50, 7), key=lambda s: err.values[err.steps < s][-1])
-    assert kept == [best_step]
+    scores = {s: err.values[err.steps < s][-1] for s in range(7, 50, 7)}
+    best_step = max(scores, key=scores.get)
+    assert _kept(tmp_path / "best") == sorted({best_step, 49})
+    assert cb.best_model_path == str(tmp_path / "best" / str(best_step))
+    assert cb.best_model_score == pytest.approx(float(scores[best_step]))
+    assert cb.last_model_path == str(tmp_path / "best" / "49")
 
 
 def test_corrupted_newest_checkpoint_falls_back_with_a_warning(tmp_path):
     _, crux = _problem()
-    _fit(crux, 30, ModelCheckpoint(tmp_path, every_n_steps=10))
+    _fit(crux, 30, ModelCheckpoint(tmp_path, every_n_train_steps=10, save_top_k=-1))
     newest = tmp_path / "30"
     for f in (newest / "state").rglob("*"):
         if f.is_file() and f.stat().st_size > 0 and "metadata" not in f.name:
@@ -104,17 +111,17 @@ def test_corrupted_newest_checkpoint_falls_back_with_a_warning(tmp_path):
     _, again = _problem()
     with pytest.warns(RuntimeWarning, match=r"checkpoint '.*/30' is damaged or incomplete.*"
                                             r"falling back to '.*/20'"):
-        h = _fit(again, 30, ModelCheckpoint(tmp_path, every_n_steps=10), ckpt_path="last")
+        h = _fit(again, 30, ModelCheckpoint(tmp_path, every_n_train_steps=10), ckpt_path="last")
     np.testing.assert_array_equal(h.steps, np.arange(30))  # resumed from 20, trained to 30
 
 
 def test_tensorboard_after_resume_has_each_step_once(tmp_path):
     logs, ck = tmp_path / "tb", tmp_path / "ck"
     _, crux = _problem()
-    _fit(crux, 23, ModelCheckpoint(ck, every_n_steps=10, save_last=False),
+    _fit(crux, 23, ModelCheckpoint(ck, every_n_train_steps=10, save_last=False),
          TensorBoardLogger(logs, log_every_n_steps=5))
     _, again = _problem()
-    _fit(again, 40, ModelCheckpoint(ck, every_n_steps=10),
+    _fit(again, 40, ModelCheckpoint(ck, every_n_train_steps=10),
          TensorBoardLogger(logs, log_every_n_steps=5), ckpt_path="last")
     acc = EventAccumulator(str(logs), size_guidance={"scalars": 0})
     acc.Reload()
@@ -124,7 +131,7 @@ def test_tensorboard_after_resume_has_each_step_once(tmp_path):
 
 def test_load_weights_for_evaluation(tmp_path):
     t, crux = _problem()
-    _fit(crux, 20, ModelCheckpoint(tmp_path / "ck", every_n_steps=10))
+    _fit(crux, 20, ModelCheckpoint(tmp_path / "ck", every_n_train_steps=10))
     crux.save_weights(tmp_path / "w")
     trained = np.asarray(crux.eval(t.u))
     for source in (tmp_path / "w", tmp_path / "ck", tmp_path / "ck" / "20"):
@@ -137,20 +144,18 @@ def test_load_weights_for_evaluation(tmp_path):
 # ---------------------------------------------------------------------- bad input
 def test_missing_ckpt_path_is_an_error_listing_existing_ones(tmp_path):
     _, crux = _problem()
-    _fit(crux, 10, ModelCheckpoint(tmp_path, every_n_steps=5))
+    _fit(crux, 10, ModelCheckpoint(tmp_path, every_n_train_steps=5, save_top_k=-1))
     _, again = _problem()
     with pytest.raises(FileNotFoundError, match=r"`ckpt_path` '.*/77' is not a checkpoint; "
                                                 r"existing checkpoints: \['.*/10', '.*/5'\]"):
         _fit(again, 20, ModelCheckpoint(tmp_path), ckpt_path=str(tmp_path / "77"))
-    with pytest.raises(FileNotFoundError, match="no checkpoint in"):
-        _fit(again, 20, ModelCheckpoint(tmp_path / "empty"), ckpt_path="last")
     with pytest.raises(ValueError, match="needs a ModelCheckpoint callback"):
         _fit(again, 20, ckpt_path="last")
 
 
 def test_resuming_into_a_different_problem_is_an_error(tmp_path):
     _, crux = _problem()
-    _fit(crux, 10, ModelCheckpoint(tmp_path, every_n_steps=5))
+    _fit(crux, 10, ModelCheckpoint(tmp_path, every_n_train_steps=5))
     t = TinyProblem()
     other = jno.core([t.pde, t.bc])
     with pytest.raises(ValueError, match=r"does not match this problem; nothing was restored.*"
@@ -164,14 +169,19 @@ def test_resuming_into_a_different_problem_is_an_error(tmp_path):
     u = bigger(t.x, t.y)
     w = jno.adaptive.relobralo([u.mse.name("pde"), bigger(t.xb, t.yb).mse.name("bc")])
     wrong = jno.core([w[0] * w.losses[0], w[1] * w.losses[1], jnn.tracker(u.mean, 7, name="err")])
-    with pytest.raises(ValueError, match=r"u/layers/0/bias: checkpoint \[8\] vs problem \[9\]"):
+    with pytest.raises(ValueError, match=r"u/layers/0/bias: checkpoint \[8\] float32 vs problem "
+                                         r"\[9\] float32"):
         _fit(wrong, 20, ModelCheckpoint(tmp_path), ckpt_path="last")
 
 
 def test_checkpoint_argument_errors(tmp_path, tiny):
-    with pytest.raises(ValueError,
-                       match=r"`every_n_steps` must be a positive integer \(steps\), got 0"):
-        ModelCheckpoint(tmp_path, every_n_steps=0)
+    with pytest.raises(ValueError, match=r"`every_n_train_steps` must be a positive integer "
+                                         r"\(steps\) or None, got 0"):
+        ModelCheckpoint(tmp_path, every_n_train_steps=0)
+    with pytest.raises(ValueError, match=r"`save_top_k` must be -1 \(keep all\) or >= 0, got -2"):
+        ModelCheckpoint(tmp_path, save_top_k=-2)
+    with pytest.raises(ValueError, match=r"`filename` must be a plain prefix"):
+        ModelCheckpoint(tmp_path, filename="{step}-{loss:.2f}")
     with pytest.raises(ValueError, match="`mode` must be one of"):
         ModelCheckpoint(tmp_path, mode="best")
     with pytest.raises(ValueError, match=r"`monitor` 'val' is not a logged quantity; available: "

@@ -75,7 +75,7 @@ def test_adaptive_weight_placeholders_train_resume_and_record(tmp_path):
 
     def trainer(steps):
         return Trainer(max_steps=steps, chunk_size=16, enable_progress_bar=False,
-                       callbacks=[ModelCheckpoint(tmp_path, every_n_steps=10)])
+                       callbacks=[ModelCheckpoint(tmp_path, every_n_train_steps=10)])
 
     part, _ = build()
     trainer(25).fit(part)

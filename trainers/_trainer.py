@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 import time
 from typing import Any, Sequence
 
@@ -17,11 +18,32 @@ from jno_flax._checks import integer, optax_transform, positive_int
 from jno_flax._evaluate import Evaluator
 from jno_flax._problem import Problem
 from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMetrics
+from jno_flax.callbacks._restore import restore
 from jno_flax.trainers._history import History
+from jno_flax.trainers._signals import DeferredSignals
 from jno_flax.trainers._state import TrainState
 
 DEFAULT_CHUNK = 1000
 DEFAULT_LEARNING_RATE = 1e-3
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
+
+
+def keep_finite(old: TrainState, new: TrainState, loss: jax.Array) -> TrainState:
+    """``new`` when the step's loss and updated parameters are finite; otherwise ``old``
+    (parameters, optimizer and balancer states unchanged) with the step counted. Inside the
+    compiled step, so a non-finite step is recorded but never applied."""
+    ok = jnp.isfinite(loss) & _all_finite(new.params)
+    kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new.replace(step=old.step), old)
+    return kept.replace(step=new.step)
+
+
+def _deleted(state: TrainState) -> bool:
+    """True when the state's buffers were donated to a chunk that did not return."""
+    return any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(state))
 
 
 class Trainer:
@@ -43,16 +65,25 @@ class Trainer:
         enable_progress_bar: add a :class:`~jno_flax.callbacks.ProgressBar`.
         max_record_bytes: memory bound for the per-chunk records of in-graph quantities; long
             chunks are shortened to respect it.
+        handle_signals: defer SIGTERM and SIGINT to the end of the running chunk (checkpoint
+            callbacks save, every end hook runs), then exit: ``SystemExit(SIGTERM_EXIT_CODE)``
+            for SIGTERM, ``KeyboardInterrupt`` for SIGINT (see ``trainers/_signals.py``).
+
+    A step whose loss or updated parameters are not finite is recorded (its loss in the
+    History) but not applied: the parameters, optimizer and balancer states stay as they were.
 
     Override points for research code (see ``examples/03_custom_trainer.py``):
     :meth:`configure_optimizers`, :meth:`compute_losses`, :meth:`aggregate_loss`,
     :meth:`apply_gradients` and :meth:`training_step`.
     """
 
+    #: exit status of a run stopped by SIGTERM after saving (a clean, resumable stop)
+    SIGTERM_EXIT_CODE = 0
+
     def __init__(self, max_steps: int, callbacks: Sequence[Callback] = (), seed: int = 0,
                  default_root_dir: str | None = None, chunk_size: int | None = None,
                  log_every_n_steps: int = 100, enable_progress_bar: bool = True,
-                 max_record_bytes: int = 256 * 2**20):
+                 max_record_bytes: int = 256 * 2**20, handle_signals: bool = True):
         self.max_steps = positive_int("max_steps", max_steps)
         if not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"`callbacks` must be a list of Callback instances, got "
@@ -67,6 +98,8 @@ class Trainer:
         self.log_every_n_steps = positive_int("log_every_n_steps", log_every_n_steps)
         self.enable_progress_bar = bool(enable_progress_bar)
         self.max_record_bytes = positive_int("max_record_bytes", max_record_bytes)
+        self.handle_signals = bool(handle_signals)
+        self.received_signal: signal.Signals | None = None
         self.user_callbacks = list(callbacks)
         self.callbacks: list[Callback] = []
         self.should_stop = False
@@ -155,41 +188,59 @@ class Trainer:
         Args:
             problem: from ``jno.core([...])``; a problem trained before continues.
             ckpt_path: resume from a checkpoint first: ``"last"`` (the newest valid one of the
-                trainer's ``ModelCheckpoint``) or the path of a checkpoint step directory.
+                trainer's ``ModelCheckpoint``; none yet: a warning and a fresh start),
+                ``"best"`` (by its monitor) or the path of a checkpoint step directory.
         """
         if not isinstance(problem, Problem):
             raise TypeError(f"`problem` must be a jno_flax.Problem (from `jno.core([...])`), "
                             f"got {type(problem).__name__}.")
         self.problem = problem
-        self.should_stop, self.stop_reason = False, None
+        self.should_stop, self.stop_reason, self.received_signal = False, None, None
         self.callbacks = self._assemble_callbacks(problem)
         started = time.perf_counter()
         stage = "fit"
-        try:
-            self._call("setup", stage)
-            self.txs = {n: optax_transform(f"configure_optimizers()[{n!r}]", tx)
-                        for n, tx in self.configure_optimizers(problem).items()}
-            self.state = self._initial_state(problem)
-            self.history = problem.history or History(list(problem.constraints))
-            problem.history = self.history
-            self.quantities = self._collect_quantities(problem)
-            self._call("on_fit_start")
-            if ckpt_path is not None:
-                from jno_flax.callbacks._checkpoint import restore_into
-                self._call("on_load_checkpoint", restore_into(self, problem, ckpt_path))
-            self._run(problem, started)
-            self._call("on_train_end")
-            self.publish_weights(problem)
-            self._call("on_fit_end")
-        except BaseException as exc:
-            self._call("on_exception", exc)
-            raise
-        finally:
-            if self.history is not None:
-                self.history.wall_time += time.perf_counter() - started
-                self.history.stop_reason = self.stop_reason
-            self._call("teardown", stage)
+        with DeferredSignals(self, enabled=self.handle_signals):
+            try:
+                self._call("setup", stage)
+                self.txs = {n: optax_transform(f"configure_optimizers()[{n!r}]", tx)
+                            for n, tx in self.configure_optimizers(problem).items()}
+                self.state = self._initial_state(problem)
+                self.history = problem.history or History(list(problem.constraints))
+                self.quantities = self._collect_quantities(problem)
+                self._call("on_fit_start")
+                if ckpt_path is not None:
+                    self._restore(problem, ckpt_path)
+                self._run(problem, started)
+                self._call("on_train_end")
+                self.publish_weights(problem)
+                self._call("on_fit_end")
+            except BaseException as exc:
+                self._call("on_exception", exc)
+                raise
+            finally:
+                if self.history is not None:
+                    self.history.wall_time += time.perf_counter() - started
+                    self.history.stop_reason = self.stop_reason
+                if self.state is not None and not _deleted(self.state):
+                    self.publish_weights(problem)
+                self._call("teardown", stage)
+        if self.received_signal == signal.SIGTERM:
+            raise SystemExit(self.SIGTERM_EXIT_CODE)
+        if self.received_signal == signal.SIGINT:
+            raise KeyboardInterrupt
         return self.history
+
+    def _restore(self, problem: Problem, ckpt_path: str) -> None:
+        """Assign the state, History and callback states a checkpoint holds."""
+        restored = restore(ckpt_path, self.callbacks, problem, self.state)
+        if restored is None:  # "last" / "best" with no checkpoint yet: a fresh start
+            return
+        self.state, self.history = restored.state, restored.history
+        for cb in self.callbacks:
+            if cb.state_key in restored.callbacks:
+                cb.load_state_dict(restored.callbacks[cb.state_key])
+        self._call("on_load_checkpoint", restored.checkpoint)
+        self.publish_weights(problem)
 
     # ------------------------------------------------------------------ internals
     def _assemble_callbacks(self, problem: Problem) -> list[Callback]:
@@ -255,14 +306,15 @@ class Trainer:
                           rng=jax.random.PRNGKey(self.seed), extras=fresh_extras)
 
     def publish_weights(self, problem: Problem) -> None:
-        """Copy the live state's parameters into the problem's modules (``model.module``), so
-        that ``problem.eval`` sees them; done at the end of ``fit`` and by callbacks that
-        evaluate mid-training. Copies, because the state's buffers are donated to the next
-        chunk."""
-        problem.state = self.state
+        """Make the problem reflect the live run: a copy of the state in ``problem.state``,
+        its parameters in the modules (``model.module``, so ``problem.eval`` sees them) and the
+        History in ``problem.history``. The one place that writes them: after every chunk,
+        after a restore, and when ``fit`` ends or is interrupted, so the three always agree.
+        A copy, because the live state's buffers are donated to the next chunk."""
+        state = jax.tree.map(jnp.copy, self.state)
+        problem.state, problem.history = state, self.history
         for t in problem.trainables:
-            params = self.state.params[problem.registry.name(t)]
-            nnx.update(t.module, jax.tree.map(jnp.copy, params))
+            nnx.update(t.module, state.params[problem.registry.name(t)])
 
     def _sync_intervals(self) -> list[int]:
         out = []
@@ -334,8 +386,8 @@ class Trainer:
             for n in sync:
                 end = min(end, (s0 // n + 1) * n)
             self.state, records = run_chunk(self.state, batch, end - s0)
-            problem.state = self.state
             chunk = self._record(s0, end, jax.device_get(records))
+            self.publish_weights(problem)
             self._dispatch(chunk, per_step_hooks, chunk_hooks)
 
     def _interval_groups(self) -> dict[str, tuple[int, bool, list[InGraph]]]:
@@ -383,7 +435,8 @@ class Trainer:
                 for key, (_, after, _) in groups.items():
                     if not after:
                         sparse[key] = write_rows(key, step, state, sparse[key])
-                state, out = self.training_step(state, batch)
+                new, out = self.training_step(state, batch)
+                state = keep_finite(state, new, out["loss"])
                 for key, (_, after, _) in groups.items():
                     if after:
                         sparse[key] = write_rows(key, step, state, sparse[key])

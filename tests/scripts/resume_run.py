@@ -39,7 +39,7 @@ t = TinyProblem()
 w = jno.adaptive.relobralo([t.pde, t.bc], expected_rho=0.5)
 crux = jno.core([w[0] * t.pde, w[1] * t.bc, jnn.tracker(t.error, 7, name="err"),
                  w[0].tracker(interval=3, name="w0")])
-callbacks = [ModelCheckpoint(ckpt_dir, every_n_steps=10_000)]
+callbacks = [ModelCheckpoint(ckpt_dir, every_n_train_steps=10_000)]
 if mode == "sigterm":
     callbacks.append(TermDuringNextChunk())
 trainer = Trainer(max_steps=STEPS, chunk_size=CHUNK, callbacks=callbacks,

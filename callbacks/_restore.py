@@ -1,0 +1,204 @@
+"""Reading checkpoints back: which one (``"last"``, ``"best"``, a path), whether it fits the
+problem (a fingerprint), and what it holds. The trainer assigns what this returns."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jno_flax.callbacks._callback import Callback
+
+if TYPE_CHECKING:  # pragma: no cover
+    from jno_flax import Problem
+    from jno_flax.trainers import History, TrainState
+
+#: what reading a damaged checkpoint raises (truncated or missing files, bad JSON)
+READ_ERRORS = (ValueError, OSError, KeyError, TypeError, json.JSONDecodeError)
+
+
+# ---------------------------------------------------------------------- fingerprint
+def _leaf_table(tree) -> dict[str, str]:
+    """``{path: "shape dtype"}`` of a pytree's array leaves."""
+    from jno_flax._masks import key_name
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = "/".join(str(key_name(k)) for k in path if str(key_name(k)) != "value")
+        out[name or "."] = f"{list(np.shape(leaf))} {np.dtype(getattr(leaf, 'dtype', float))}"
+    return out
+
+
+def fingerprint(problem: "Problem", state: "TrainState") -> dict[str, Any]:
+    """What a checkpoint must agree with to be restored into ``problem``: every trainable's
+    parameters and optimizer state (tree structure, shapes, dtypes), the constraints,
+    trackers and balancers."""
+    return {"trainables": {name: _leaf_table(p) for name, p in state.params.items()},
+            "optimizers": {name: {"structure": str(jax.tree.structure(o)),
+                                  "leaves": _leaf_table(o)}
+                           for name, o in state.opt_state.items()},
+            "constraints": list(problem.constraints), "trackers": list(problem.trackers),
+            "balancers": [problem.registry.balancer_key(b) for b in problem.registry.balancers]}
+
+
+def _table_diff(what: str, a: dict[str, str], b: dict[str, str]) -> list[str]:
+    return [f"{what}{path}: checkpoint {a.get(path, 'missing')} vs problem "
+            f"{b.get(path, 'missing')}" for path in sorted(set(a) | set(b))
+            if a.get(path) != b.get(path)]
+
+
+def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two fingerprints (empty when compatible).
+
+    An optimizer state is compared only where its trainable's parameters agree (otherwise
+    its leaves differ the same way)."""
+    out = []
+    params_a, params_b = saved.get("trainables", {}), current["trainables"]
+    for name in sorted(set(params_a) | set(params_b)):
+        if name not in params_a or name not in params_b:
+            out.append(f"trainable {name!r} only in the "
+                       f"{'problem' if name not in params_a else 'checkpoint'}")
+        else:
+            out += _table_diff(f"{name}/", params_a[name], params_b[name])
+    opt_a, opt_b = saved.get("optimizers", {}), current["optimizers"]
+    for name in sorted(set(opt_a) | set(opt_b)):
+        if name not in opt_a or name not in opt_b:
+            out.append(f"optimizer state of {name!r} only in the "
+                       f"{'problem' if name not in opt_a else 'checkpoint'}")
+        elif opt_a[name]["structure"] != opt_b[name]["structure"]:
+            out.append(f"optimizer state of {name!r}: checkpoint {opt_a[name]['structure']} vs "
+                       f"problem {opt_b[name]['structure']} (another optax transform?)")
+        elif params_a.get(name) == params_b.get(name):
+            out += _table_diff(f"optimizer state of {name!r} ", opt_a[name]["leaves"],
+                               opt_b[name]["leaves"])
+    for key in ("constraints", "trackers", "balancers"):
+        if saved.get(key) != current[key]:
+            out.append(f"{key}: checkpoint {saved.get(key)} vs problem {current[key]}")
+    return out
+
+
+# ---------------------------------------------------------------------- history as arrays
+def history_arrays(history: "History") -> dict[str, Any]:
+    """The History as a pytree of arrays (an orbax item); wall time and stop reason go to the
+    metadata."""
+    d = history.to_dict()
+    return {"steps": d["steps"], "total_loss": d["total_loss"], "losses": d["losses"],
+            "trackers": {k: {"steps": s["steps"], "values": s["values"]}
+                         for k, s in d["trackers"].items()}}
+
+
+def history_from_arrays(arrays: dict[str, Any], metadata: dict[str, Any]) -> "History":
+    from jno_flax.trainers import History
+    as_np = jax.tree.map(np.asarray, arrays)
+    return History.from_dict({**as_np, "losses": as_np.get("losses", {}),
+                              "trackers": as_np.get("trackers", {}),
+                              "wall_time": metadata.get("wall_time", 0.0),
+                              "stop_reason": metadata.get("stop_reason")})
+
+
+# ---------------------------------------------------------------------- choosing
+def _checkpoints(callbacks: list[Callback]) -> list[Any]:
+    from jno_flax.callbacks._checkpoint import ModelCheckpoint
+    return [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+    with open(os.path.join(path, "metadata", "metadata")) as f:
+        return json.load(f)
+
+
+def resolve(ckpt_path: str, callbacks: list[Callback]) -> list[str]:
+    """Candidate checkpoint directories for ``ckpt_path``, preferred first (empty: none yet).
+
+    ``"last"``: the newest checkpoint of the first ``ModelCheckpoint``, then older ones (a
+    damaged newest one falls back); none yet warns and starts fresh, so a requeued job runs
+    the same command every time. ``"best"``: the best by the ``ModelCheckpoint``'s monitor. A
+    path: that step directory, which must exist.
+    """
+    ckpts = _checkpoints(callbacks)
+    if ckpt_path in ("last", "best"):
+        if not ckpts:
+            raise ValueError(f"`ckpt_path={ckpt_path!r}` needs a ModelCheckpoint callback on the "
+                             "trainer to know where checkpoints are.")
+        cb = ckpts[0]
+        paths = [cb.step_path(s) for s in reversed(cb.all_steps())]
+        if not paths:
+            warnings.warn(f"`ckpt_path={ckpt_path!r}`: no checkpoint in {cb.dirpath!r} yet; "
+                          "training starts from step 0.", UserWarning, stacklevel=4)
+            return []
+        if ckpt_path == "best":
+            return [cb.best_path(paths)]
+        return paths
+    if not isinstance(ckpt_path, (str, os.PathLike)):
+        raise TypeError(f"`ckpt_path` must be None, 'last', 'best' or a checkpoint path, got "
+                        f"{ckpt_path!r}.")
+    path = os.path.abspath(os.fspath(ckpt_path))
+    if not os.path.isdir(os.path.join(path, "metadata")):
+        known = sorted({cb.step_path(s) for cb in ckpts for s in cb.all_steps()})
+        raise FileNotFoundError(f"`ckpt_path` {path!r} is not a checkpoint; existing "
+                                f"checkpoints: {known or 'none'}.")
+    return [path]
+
+
+@dataclass
+class Restored:
+    """What a checkpoint holds, for the trainer to assign."""
+
+    path: str
+    state: "TrainState"
+    history: "History"
+    callbacks: dict[str, Any]
+    checkpoint: dict[str, Any]
+
+
+def _read(path: str, target) -> dict[str, Any]:
+    """Every item of one checkpoint (raises READ_ERRORS when damaged)."""
+    handler = ocp.CompositeCheckpointHandler()
+    with ocp.Checkpointer(handler) as ckptr:
+        restored = ckptr.restore(path, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), history=ocp.args.StandardRestore(),
+            callbacks=ocp.args.JsonRestore(), extra=ocp.args.JsonRestore(),
+            metadata=ocp.args.JsonRestore()))
+    return dict(restored.items())
+
+
+def restore(ckpt_path: str, callbacks: list[Callback], problem: "Problem",
+            state: "TrainState") -> Restored | None:
+    """Read the checkpoint ``ckpt_path`` names, for a run whose fresh state is ``state``.
+
+    A checkpoint of another problem or optimizer (the fingerprint differs) is an error listing
+    the differences, and nothing is restored. Only a checkpoint that cannot be read (I/O or
+    decoding errors) counts as damaged: with ``"last"`` the next older one is tried, with a
+    warning. ``None`` when ``"last"``/``"best"`` finds no checkpoint yet.
+    """
+    candidates = resolve(ckpt_path, callbacks)
+    current = fingerprint(problem, state)
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    for i, path in enumerate(candidates):
+        try:
+            metadata = read_metadata(path)
+            mismatch = fingerprint_mismatch(metadata["fingerprint"], current)
+            if not mismatch:
+                items = _read(path, target)
+        except READ_ERRORS as err:
+            if i + 1 == len(candidates):
+                raise ValueError(f"checkpoint {path!r} cannot be read ({type(err).__name__}: "
+                                 f"{err}) and no older valid checkpoint exists.") from err
+            warnings.warn(f"checkpoint {path!r} is damaged or incomplete ({type(err).__name__}:"
+                          f" {err}); falling back to {candidates[i + 1]!r}.", RuntimeWarning,
+                          stacklevel=3)
+            continue
+        if mismatch:
+            raise ValueError(f"checkpoint {path!r} does not match this problem; nothing was "
+                             f"restored. Differences: {mismatch}")
+        checkpoint = {"metadata": items["metadata"], "callbacks": items["callbacks"],
+                      **items["extra"]}
+        return Restored(path, items["state"], history_from_arrays(items["history"],
+                                                                  items["metadata"]),
+                        items["callbacks"], checkpoint)
+    return None
