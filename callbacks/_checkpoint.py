@@ -33,8 +33,7 @@ import orbax.checkpoint as ocp
 
 from jno_flax._checks import integer, positive_int
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
-from jno_flax.callbacks._restore import (fingerprint, history_arrays, read_metadata,
-                                         READ_ERRORS)
+from jno_flax.callbacks._restore import READ_ERRORS, fingerprint, history_arrays, read_metadata
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem

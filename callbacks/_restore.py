@@ -34,12 +34,19 @@ def _leaf_table(tree) -> dict[str, str]:
     return out
 
 
+def _kinds(state) -> str:
+    """The optax state's node types, e.g. ``(ScaleByAdamState, EmptyState)`` for adam."""
+    if isinstance(state, tuple) and not hasattr(state, "_fields"):
+        return "(" + ", ".join(_kinds(s) for s in state) + ")"
+    return type(state).__name__
+
+
 def fingerprint(problem: "Problem", state: "TrainState") -> dict[str, Any]:
     """What a checkpoint must agree with to be restored into ``problem``: every trainable's
     parameters and optimizer state (tree structure, shapes, dtypes), the constraints,
     trackers and balancers."""
     return {"trainables": {name: _leaf_table(p) for name, p in state.params.items()},
-            "optimizers": {name: {"structure": str(jax.tree.structure(o)),
+            "optimizers": {name: {"structure": str(jax.tree.structure(o)), "kinds": _kinds(o),
                                   "leaves": _leaf_table(o)}
                            for name, o in state.opt_state.items()},
             "constraints": list(problem.constraints), "trackers": list(problem.trackers),
@@ -71,8 +78,10 @@ def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list
             out.append(f"optimizer state of {name!r} only in the "
                        f"{'problem' if name not in opt_a else 'checkpoint'}")
         elif opt_a[name]["structure"] != opt_b[name]["structure"]:
-            out.append(f"optimizer state of {name!r}: checkpoint {opt_a[name]['structure']} vs "
-                       f"problem {opt_b[name]['structure']} (another optax transform?)")
+            a, b = opt_a[name].get("kinds", "?"), opt_b[name]["kinds"]
+            detail = f"{a} vs problem {b}" if a != b else f"{a} with another tree structure"
+            out.append(f"optimizer state of {name!r}: checkpoint {detail} (another optax "
+                       "transform?)")
         elif params_a.get(name) == params_b.get(name):
             out += _table_diff(f"optimizer state of {name!r} ", opt_a[name]["leaves"],
                                opt_b[name]["leaves"])
