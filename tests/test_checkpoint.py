@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
-from jno_flax.callbacks import ModelCheckpoint, TensorBoardLogger
+from jno_flax.callbacks import Callback, ModelCheckpoint, TensorBoardLogger
 from jno_flax.trainers import Trainer
 from tests.conftest import TinyProblem
 
@@ -191,3 +191,33 @@ def test_checkpoint_argument_errors(tmp_path, tiny):
     blocker.write_text("not a directory")
     with pytest.raises(PermissionError, match=r"`dirpath` '.*a_file/ck' cannot be created"):
         _fit(tiny.core(), 5, ModelCheckpoint(blocker / "ck"))
+
+
+class _Extra(Callback):
+    """Adds an entry to every checkpoint and records what a resume hands back."""
+
+    def __init__(self):
+        self.loaded = None
+
+    def on_save_checkpoint(self, trainer, problem, checkpoint):
+        checkpoint["notes"] = {"saved_at": trainer.global_step}
+
+    def on_load_checkpoint(self, trainer, problem, checkpoint):
+        self.loaded = checkpoint
+
+
+def test_default_dirpath_filename_prefix_and_on_save_checkpoint_entries(tmp_path):
+    _, crux = _problem()
+    root = tmp_path / "root"
+    Trainer(max_steps=12, default_root_dir=str(root), enable_progress_bar=False,
+            callbacks=[ModelCheckpoint(filename="ckpt", every_n_train_steps=6), _Extra()]
+            ).fit(crux)
+    assert sorted(os.listdir(root / "checkpoints")) == ["ckpt_12"]
+    _, again = _problem()
+    extra = _Extra()
+    Trainer(max_steps=12, default_root_dir=str(root), enable_progress_bar=False,
+            callbacks=[ModelCheckpoint(filename="ckpt"), extra]).fit(again, ckpt_path="last")
+    assert again.global_step == 12
+    assert extra.loaded["notes"] == {"saved_at": 12}
+    assert extra.loaded["metadata"]["step"] == 12
+    _same_state(crux, again)

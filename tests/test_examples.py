@@ -28,7 +28,12 @@ def _run(example: Path, cwd: Path, steps: int | None) -> str:
     return out.stdout
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+#: examples whose short run still takes long (several processes); run with `-m slow`
+SLOW = {"07_resume.py"}
+
+
+@pytest.mark.parametrize("example", [pytest.param(e, marks=pytest.mark.slow) if e.name in SLOW
+                                     else e for e in EXAMPLES], ids=lambda p: p.name)
 def test_example_runs_briefly(example, tmp_path):
     _run(example, tmp_path, steps=300)
     if example.name in OUTPUTS:
