@@ -16,8 +16,7 @@ import tempfile
 import time
 
 import numpy as np
-import optax
-from flax import nnx
+from _reference import reference_poisson
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
@@ -28,16 +27,9 @@ PI = float(np.pi)
 
 
 def build():
-    dom = jno.domain.rect((0, 1), (0, 1), n_interior=1000, n_boundary=200, seed=0)
-    x, y = dom.variable("interior")
-    xb, yb = dom.variable("boundary")
-    net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=64, depth=3, rngs=nnx.Rngs(0)), name="u")
-    net.optimizer(optax.adam(1e-3))
-    u = net(x, y)
-    u_exact = jnn.sin(PI * x) * jnn.sin(PI * y)
-    pde = (u.laplacian(x, y) + 2 * PI**2 * u_exact).mse.name("pde")
-    err = jnn.tracker(jnn.mean(jnn.abs(u - u_exact)), 100, name="err")
-    return jno.core([pde, net(xb, yb).mse.name("bc"), err])
+    ref = reference_poisson()
+    err = jnn.tracker(jnn.mean(jnn.abs(ref.u - ref.u_exact)), 100, name="err")
+    return jno.core([ref.pde.mse.name("pde"), ref.bc.mse.name("bc"), err])
 
 
 def du(path: str) -> int:

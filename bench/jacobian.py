@@ -20,7 +20,7 @@ import time
 
 import jax
 import jax.numpy as jnp
-import optax
+from _reference import reference_poisson
 from flax import nnx
 
 import jno_flax as jno
@@ -31,14 +31,8 @@ PI = float(jnp.pi)
 
 
 def build():
-    dom = jno.domain.rect((0, 1), (0, 1), n_interior=1000, n_boundary=200, seed=0)
-    x, y = dom.variable("interior")
-    xb, yb = dom.variable("boundary")
-    net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=64, depth=3, rngs=nnx.Rngs(0)), name="u")
-    net.optimizer(optax.adam(1e-3))
-    u = net(x, y)
-    pde = u.laplacian(x, y) + 2 * PI**2 * jnn.sin(PI * x) * jnn.sin(PI * y)
-    return net, u, pde, [pde.mse, net(xb, yb).mse]
+    ref = reference_poisson()
+    return ref.net, ref.u, ref.pde, [ref.pde.mse, ref.bc.mse]
 
 
 def one_evaluation(which: str) -> dict:
