@@ -138,7 +138,7 @@ def resolve(ckpt_path: str, callbacks: list[Callback]) -> list[str]:
         paths = [cb.step_path(s) for s in reversed(cb.all_steps())]
         if not paths:
             warnings.warn(f"`ckpt_path={ckpt_path!r}`: no checkpoint in {cb.dirpath!r} yet; "
-                          "training starts from step 0.", UserWarning, stacklevel=4)
+                          "training starts from step 0.", UserWarning, stacklevel=5)
             return []
         if ckpt_path == "best":
             return [cb.best_path(paths)]

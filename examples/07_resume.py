@@ -7,7 +7,7 @@ Here a child process plays the job: it trains the 2-D Poisson problem towards ``
     Trainer(callbacks=[ModelCheckpoint(dirpath, every_n_train_steps=...)]).fit(
         crux, ckpt_path="last")
 
-and is "preempted" (sends itself SIGTERM) after a third of the steps. On SIGTERM the trainer
+and is "preempted" (sends itself SIGTERM) after 40 % of the steps. On SIGTERM the trainer
 finishes the running chunk, saves, runs every end hook and exits with status 0. The first
 start finds no checkpoint (a warning, then step 0); each later start resumes from the newest
 one, with the optimizer state, RNG, adaptive weights, tracker history and TensorBoard curves
@@ -38,7 +38,7 @@ from jno_flax.callbacks import Callback, ModelCheckpoint, TensorBoardLogger  # n
 from jno_flax.trainers import Trainer  # noqa: E402
 
 STEPS = int(os.environ.get("JNO_EXAMPLE_STEPS", 6000))
-PER_JOB = -(-STEPS // 3)   # steps a job runs before it is preempted
+PER_JOB = -(-2 * STEPS // 5)   # steps a job runs before it is preempted: three starts
 OUT = os.path.join("runs", "07_resume")
 π = jnp.pi
 
@@ -67,6 +67,8 @@ class PreemptAfter(Callback):
 
     def on_train_start(self, trainer, problem):
         self.start = trainer.global_step
+        with open(os.path.join(OUT, "starts.txt"), "a") as f:   # for the plot
+            f.write(f"{self.start}\n")
 
     def on_train_batch_end(self, trainer, problem, metrics):
         if metrics.step + 1 == self.start + self.steps:
@@ -76,9 +78,10 @@ class PreemptAfter(Callback):
 def job() -> None:
     """What the job script runs, identical at every start."""
     crux = build()
-    trainer = Trainer(max_steps=STEPS, chunk_size=250, enable_progress_bar=False, callbacks=[
-        ModelCheckpoint(os.path.join(OUT, "ckpt"), every_n_train_steps=max(STEPS // 6, 1)),
-        TensorBoardLogger(os.path.join(OUT, "tb")), PreemptAfter(PER_JOB)])
+    callbacks = [ModelCheckpoint(os.path.join(OUT, "ckpt"), every_n_train_steps=max(STEPS // 6, 1)),
+                 TensorBoardLogger(os.path.join(OUT, "tb")), PreemptAfter(PER_JOB)]
+    trainer = Trainer(max_steps=STEPS, chunk_size=max(STEPS // 60, 1), callbacks=callbacks,
+                      enable_progress_bar=False)
     history = trainer.fit(crux, ckpt_path="last")
     err = history.trackers["val_error"]
     print(f"finished: steps {history.steps[0]}..{history.steps[-1]} ({len(history)} steps, "
@@ -86,9 +89,10 @@ def job() -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.semilogy(history.steps, history.total_loss, lw=0.8, label="total loss")
     ax.semilogy(err.steps, err.values, "k.", ms=3, label="val_error (tracker)")
-    for k in range(1, 3):
-        ax.axvline(k * PER_JOB, color="gray", ls="--", lw=1)
-    ax.set(xlabel="step", title="one run across two preemptions (dashed) and requeues")
+    with open(os.path.join(OUT, "starts.txt")) as f:
+        for start in [int(line) for line in f][1:]:
+            ax.axvline(start, color="gray", ls="--", lw=1)
+    ax.set(xlabel="step", title="one run across preemptions and requeues (dashed: restarts)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(OUT, "resume.png"), dpi=110)
