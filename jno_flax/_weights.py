@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING
 
 import jax
@@ -35,9 +36,13 @@ def _item_dir(path: str) -> str:
     """The pytree directory holding ``params`` for any accepted ``path``."""
     if os.path.isdir(os.path.join(path, "state")):
         return os.path.join(path, "state")                 # a ModelCheckpoint step
-    steps = sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
-    if steps and os.path.isdir(os.path.join(path, str(steps[-1]), "state")):
-        return os.path.join(path, str(steps[-1]), "state")  # a ModelCheckpoint directory
+    steps = []                                             # "<step>" or "<filename>_<step>"
+    for d in (os.listdir(path) if os.path.isdir(path) else []):
+        found = re.fullmatch(r"(?:.+_)?(\d+)", d)
+        if found and os.path.isdir(os.path.join(path, d, "state")):
+            steps.append((int(found.group(1)), d))
+    if steps:
+        return os.path.join(path, max(steps)[1], "state")  # a ModelCheckpoint directory
     return path                                            # written by save_weights
 
 

@@ -207,7 +207,7 @@ class _Extra(Callback):
 
 
 def test_default_dirpath_filename_prefix_and_on_save_checkpoint_entries(tmp_path):
-    _, crux = _problem()
+    t1, crux = _problem()
     root = tmp_path / "root"
     Trainer(max_steps=12, default_root_dir=str(root), enable_progress_bar=False,
             callbacks=[ModelCheckpoint(filename="ckpt", every_n_train_steps=6), _Extra()]
@@ -221,3 +221,6 @@ def test_default_dirpath_filename_prefix_and_on_save_checkpoint_entries(tmp_path
     assert extra.loaded["notes"] == {"saved_at": 12}
     assert extra.loaded["metadata"]["step"] == 12
     _same_state(crux, again)
+    t3, fresh = _problem()
+    fresh.load_weights(root / "checkpoints")            # the newest "ckpt_<step>" directory
+    np.testing.assert_array_equal(np.asarray(fresh.eval(t3.u)), np.asarray(crux.eval(t1.u)))

@@ -285,8 +285,9 @@ class Trainer:
         or ``problem.load_weights`` between fits count), the previous optimizer states when
         their structure still fits, the balancers' states; or a fresh state."""
         registry = problem.registry
-        prev = problem.state
-        # copies: the state is donated to the compiled chunks, the modules stay usable
+        # copies: the state is donated to the compiled chunks; the modules and
+        # ``problem.state`` stay usable (and consistent) if a chunk fails
+        prev = None if problem.state is None else jax.tree.map(jnp.copy, problem.state)
         params = {registry.name(t): jax.tree.map(jnp.copy, t.params())
                   for t in registry.trainables}
         opt_state = {}
