@@ -52,8 +52,12 @@ _INTERNED: "weakref.WeakValueDictionary[tuple, Key]" = weakref.WeakValueDictiona
 
 
 def structural_key(parts: tuple) -> Key:
-    """The interned :class:`Key` of ``parts`` (hashable; children enter as their keys)."""
-    key = _INTERNED.get(parts)
+    """The interned :class:`Key` of ``parts`` (children enter as their keys). An operation
+    that cannot be hashed (a callable object without ``__hash__``) gets a key of its own."""
+    try:
+        key = _INTERNED.get(parts)
+    except TypeError:
+        return Key()
     if key is None:
         key = Key()
         _INTERNED[parts] = key

@@ -196,3 +196,21 @@ def test_per_point_data_and_per_component_vectors_combine_exactly(line):
     np.testing.assert_allclose(got[0, :, 0], xs - data, rtol=1e-6)
     np.testing.assert_allclose(two[0, :, 0], 2 * xs, rtol=1e-6)
     np.testing.assert_allclose(pair[0], np.stack([xs, -xs], 1), rtol=1e-6)
+
+
+def test_an_unhashable_custom_function_still_works(line):
+    dom, x = line
+
+    class Scale:          # a callable object that defines __eq__ and so is unhashable
+        __hash__ = None
+
+        def __call__(self, v):
+            return 3.0 * v
+
+        def __eq__(self, other):
+            return isinstance(other, Scale)
+
+    f = jnn.function(Scale(), [x])
+    assert f.key is not jnn.function(Scale(), [x]).key
+    (got,) = ev(f.d(x))
+    np.testing.assert_allclose(got, 3.0, rtol=1e-6)
