@@ -51,11 +51,6 @@ def _versions() -> dict[str, str]:
             "optax": optax.__version__, "orbax-checkpoint": getattr(ocp, "__version__", "?")}
 
 
-def _finite(tree) -> bool:
-    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return bool(all(jnp.all(jnp.isfinite(x)) for x in leaves))
-
-
 class ModelCheckpoint(Callback):
     """Saves the whole training state with orbax; resume with ``fit(..., ckpt_path=...)``.
 
@@ -251,8 +246,9 @@ class ModelCheckpoint(Callback):
     def save(self, trainer: "Trainer", problem: "Problem") -> str | None:
         """Write a checkpoint of the live state at ``trainer.global_step`` (skipped, with a
         warning, if the state is not finite)."""
+        from jno_flax.trainers._state import all_finite
         step = trainer.global_step
-        if not _finite(trainer.state.params) or not _finite(trainer.state.opt_state):
+        if not bool(all_finite((trainer.state.params, trainer.state.opt_state))):
             warnings.warn(f"ModelCheckpoint: the state at step {step} is not finite; no "
                           "checkpoint written.", RuntimeWarning, stacklevel=2)
             return None

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import struct
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """``()`` bool: every float leaf of ``tree`` is finite (usable inside ``jit``)."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
 
 
 @struct.dataclass

@@ -21,22 +21,17 @@ from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMe
 from jno_flax.callbacks._restore import restore
 from jno_flax.trainers._history import History
 from jno_flax.trainers._signals import DeferredSignals
-from jno_flax.trainers._state import TrainState
+from jno_flax.trainers._state import TrainState, all_finite
 
 DEFAULT_CHUNK = 1000
 DEFAULT_LEARNING_RATE = 1e-3
-
-
-def _all_finite(tree) -> jax.Array:
-    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
 
 
 def keep_finite(old: TrainState, new: TrainState, loss: jax.Array) -> TrainState:
     """``new`` when the step's loss and updated parameters are finite; otherwise ``old``
     (parameters, optimizer and balancer states unchanged) with the step counted. Inside the
     compiled step, so a non-finite step is recorded but never applied."""
-    ok = jnp.isfinite(loss) & _all_finite(new.params)
+    ok = jnp.isfinite(loss) & all_finite(new.params)
     kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new.replace(step=old.step), old)
     return kept.replace(step=new.step)
 
