@@ -42,7 +42,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     crux = build()
-    trainer = Trainer(max_steps=1000, enable_progress_bar=False)
+    trainer = Trainer(max_steps=1000, enable_progress_bar=False, logger=False,
+                      enable_model_summary=False)
     trainer.fit(crux)                                    # compile
     trainer.max_steps = 2000
     t0 = time.perf_counter()

@@ -12,7 +12,10 @@ round; rounds alternate the runners so that machine noise hits all of them alike
 * ``jno+tracker100``, ``jno+tracker1``: with a scalar tracker every 100 / every step;
   ``jno+tracker1_rebuilt``: the every-step tracker builds ``u_net(x, y)`` anew (structurally
   the same expression, so it costs what ``jno+tracker1`` costs);
-* ``jno+tensorboard``: with ``TensorBoardLogger`` writing every 100 steps;
+* ``jno+tensorboard``: with ``TensorBoardLogger`` writing every 100 steps; ``jno+csv``: with
+  ``CSVLogger``; ``jno+sleep``: a callback spending 0.2 s of host time (``time.sleep``) per
+  chunk, overlapped with the next chunk; ``jno+sleep_sync``: the same with
+  ``overlap_callbacks=False`` (host work on the critical path);
 * ``jno+relobralo``: ReLoBRaLo weights; ``jno+lr_annealing``, ``jno+ntk``: gradient-norm and
   NTK weights refreshed every 100 steps; ``jno+checkpoint``: an orbax checkpoint every 1000
   steps.
@@ -27,6 +30,7 @@ times taken by a callback, variants repeated in ABAB order; ratios are against `
 
     python bench/poisson.py --rounds 5 --runners hand,jno
     python bench/poisson.py --in-fit jno+tensorboard,jno+checkpoint
+    python bench/poisson.py --in-fit jno+sleep,jno+sleep_sync --chunk 200
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ def jno_runner(chunk: int, variant: str, clock=None, steps: int | None = None):
     pde = u.laplacian(x, y) + 2 * PI**2 * u_exact
     items = [pde.mse, net(xb, yb).mse]
     callbacks = []
+    logger = False
     if variant in ("relobralo", "lr_annealing", "ntk"):
         scheme = getattr(jno.adaptive, variant)
         kwargs = {} if variant == "relobralo" else {"period": 100}
@@ -105,12 +110,18 @@ def jno_runner(chunk: int, variant: str, clock=None, steps: int | None = None):
                                          every_n_train_steps=1000))
     elif variant == "tensorboard":
         from jno_flax.callbacks import TensorBoardLogger
-        callbacks.append(TensorBoardLogger(tempfile.mkdtemp(prefix="jno_bench_tb_")))
+        logger = TensorBoardLogger(tempfile.mkdtemp(prefix="jno_bench_tb_"))
+    elif variant == "csv":
+        from jno_flax.callbacks import CSVLogger
+        logger = CSVLogger(tempfile.mkdtemp(prefix="jno_bench_csv_"))
+    elif variant in ("sleep", "sleep_sync"):
+        callbacks.append(HostWork(0.2))
     crux = jno.core(items)
     if clock is not None:
         callbacks.append(clock)
-    trainer = Trainer(max_steps=chunk, chunk_size=chunk, callbacks=callbacks,
-                      enable_progress_bar=False, log_every_n_steps=100)
+    trainer = Trainer(max_steps=chunk, chunk_size=chunk, callbacks=callbacks, logger=logger,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      log_every_n_steps=100, overlap_callbacks=variant != "sleep_sync")
     if steps is not None:
         def run_all():
             trainer.max_steps = steps
@@ -123,6 +134,16 @@ def jno_runner(chunk: int, variant: str, clock=None, steps: int | None = None):
         history = trainer.fit(crux)
         return float(history.total_loss[-1])
     return step
+
+
+class HostWork(Callback):
+    """Spends ``seconds`` of host time after every chunk (a stand-in for plotting, logging)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_chunk_end(self, trainer, problem, chunk):
+        time.sleep(self.seconds)
 
 
 class ChunkClock(Callback):

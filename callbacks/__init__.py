@@ -3,17 +3,23 @@
 from jno_flax.callbacks._adaptive import AdaptiveWeightsCallback
 from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMetrics
 from jno_flax.callbacks._checkpoint import ModelCheckpoint
+from jno_flax.callbacks._csv_logger import CSVLogger
 from jno_flax.callbacks._diagnostics import GradientConflict, NTKDiagnostics
+from jno_flax.callbacks._logger import Logger
 from jno_flax.callbacks._lr_monitor import LearningRateMonitor, learning_rate_of
+from jno_flax.callbacks._periodic import EveryNSteps
 from jno_flax.callbacks._plot import PlotCallback
 from jno_flax.callbacks._progress import ProgressBar
 from jno_flax.callbacks._stopping import EarlyStopping, TerminateOnNaN, early_stopping_decision
+from jno_flax.callbacks._summary import ModelSummary
 from jno_flax.callbacks._tensorboard import TensorBoardLogger
+from jno_flax.callbacks._timer import Timer
 from jno_flax.callbacks._tracker import TrackerCallback
 
 __all__ = [
-    "AdaptiveWeightsCallback", "Callback", "ChunkMetrics", "InGraph", "StepMetrics",
-    "EarlyStopping", "GradientConflict", "LearningRateMonitor", "ModelCheckpoint",
-    "NTKDiagnostics", "PlotCallback", "ProgressBar", "TensorBoardLogger", "TerminateOnNaN",
-    "TrackerCallback", "early_stopping_decision", "learning_rate_of",
+    "AdaptiveWeightsCallback", "CSVLogger", "Callback", "ChunkMetrics", "EarlyStopping",
+    "EveryNSteps", "GradientConflict", "InGraph", "LearningRateMonitor", "Logger",
+    "ModelCheckpoint", "ModelSummary", "NTKDiagnostics", "PlotCallback", "ProgressBar",
+    "StepMetrics", "TensorBoardLogger", "TerminateOnNaN", "Timer", "TrackerCallback",
+    "early_stopping_decision", "learning_rate_of",
 ]

@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 
 from jno_flax._checks import integer, positive_int
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
+from jno_flax.callbacks._periodic import EveryNSteps
 from jno_flax.callbacks._restore import READ_ERRORS, fingerprint, history_arrays, read_metadata
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,8 +97,10 @@ class ModelCheckpoint(Callback):
         self.dirpath = self._given_dirpath or ""
         self.filename = filename
         self.monitor, self.mode = monitor, mode
-        self.every_n_train_steps = positive_int("every_n_train_steps", every_n_train_steps,
-                                                steps=True, allow_none=True)
+        every = positive_int("every_n_train_steps", every_n_train_steps, steps=True,
+                             allow_none=True)
+        self._every = None if every is None else EveryNSteps("every_n_train_steps", every)
+        self.every_n_train_steps = None if self._every is None else self._every.n
         self.save_last = bool(save_last)
         self.async_save = bool(async_save)
         self.best_model_path = ""
@@ -198,8 +201,7 @@ class ModelCheckpoint(Callback):
         for name, (_, values) in chunk.values.items():
             if len(values) and np.ndim(values[-1]) == 0:
                 self._latest[name] = float(values[-1])
-        every = self.every_n_train_steps
-        if every is not None and (chunk.last_step + 1) % every == 0:
+        if self._every is not None and self._every.due(chunk.last_step + 1):
             self.save(trainer, problem)
 
     def on_train_end(self, trainer: "Trainer", problem: "Problem") -> None:

@@ -1,4 +1,4 @@
-"""Figures during training: PNG files and, when a TensorBoardLogger is present, TensorBoard."""
+"""Figures during training: PNG files, and every logger of the trainer that writes figures."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from jno_flax._checks import name as check_name
-from jno_flax._checks import positive_int
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
+from jno_flax.callbacks._periodic import EveryNSteps
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
@@ -19,8 +19,8 @@ class PlotCallback(Callback):
     and saves the returned matplotlib figure.
 
     Files are ``<dirpath>/<name>_<step>.png`` (``dirpath`` defaults to
-    ``<trainer.default_root_dir>/figures``); every ``TensorBoardLogger`` of the trainer also
-    receives the figure under the tag ``name``. The callback asks for a chunk boundary at its
+    ``<trainer.default_root_dir>/figures``); every logger in ``trainer.loggers`` also
+    receives it (``Logger.log_figure``, under the tag ``name``; TensorBoard writes it). The callback asks for a chunk boundary at its
     period, so ``fn`` sees the live weights (``problem.eval(...)`` works inside it).
 
     >>> def plot(trainer, problem):
@@ -34,7 +34,8 @@ class PlotCallback(Callback):
             raise TypeError(f"`fn` must be callable as fn(trainer, problem) -> Figure, got "
                             f"{type(fn).__name__}.")
         self.fn = fn
-        self.every_n_steps = positive_int("every_n_steps", every_n_steps, steps=True)
+        self._every = EveryNSteps("every_n_steps", every_n_steps)
+        self.every_n_steps = self._every.n
         self.dirpath = None if dirpath is None else os.fspath(dirpath)
         self.name = check_name("name", name)
         self.at_end = bool(at_end)
@@ -55,7 +56,7 @@ class PlotCallback(Callback):
 
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:
-        if (chunk.last_step + 1) % self.every_n_steps == 0:
+        if self._every.due(chunk.last_step + 1):
             self.plot(trainer, problem)
 
     def on_train_end(self, trainer: "Trainer", problem: "Problem") -> None:
@@ -66,15 +67,13 @@ class PlotCallback(Callback):
         """Make, save and log the figure for the current step; returns the PNG path."""
         import matplotlib.pyplot as plt
 
-        from jno_flax.callbacks._tensorboard import TensorBoardLogger
         trainer.publish_weights(problem)
         fig = self.fn(trainer, problem)
         step = trainer.global_step
         path = os.path.join(self.dirpath, f"{self.name}_{step:08d}.png")
         fig.savefig(path, dpi=100)
-        for cb in trainer.callbacks:
-            if isinstance(cb, TensorBoardLogger) and cb.writer is not None:
-                cb.writer.add_figure(self.name, fig, step - 1, close=False)
+        for logger in trainer.loggers:
+            logger.log_figure(self.name, fig, step - 1)
         plt.close(fig)
         self.written.append(path)
         self._last_step = step

@@ -1,9 +1,11 @@
-"""A progress bar (tqdm) showing the step, steps/s and the total loss."""
+"""A progress bar (tqdm): step, steps/s after compilation and the chosen metrics."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
@@ -12,27 +14,64 @@ if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
     from jno_flax.trainers import Trainer
 
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
 
 class ProgressBar(Callback):
     """tqdm bar over the steps of ``fit``; refreshed once per fused chunk.
 
+    Shows ``steps/s`` measured from the end of the first chunk on (so compilation does not
+    count) and the latest value of each of ``metrics``.
+
     Args:
+        metrics: names to show: ``"loss"``, constraint names, tracker and in-graph quantity
+            names (checked when ``fit`` starts).
         leave: keep the bar on screen after training.
     """
 
-    def __init__(self, leave: bool = True):
+    def __init__(self, metrics: Sequence[str] = ("loss",), leave: bool = True):
+        if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
+            raise TypeError(f"`metrics` must be a list of names, got {metrics!r}.")
+        self.metrics = list(metrics)
         self.leave = leave
+        self.steps_per_second: float | None = None
         self._bar: tqdm | None = None
+        self._since: tuple[float, int] | None = None
+        self._latest: dict[str, float] = {}
+
+    def on_fit_start(self, trainer: "Trainer", problem: "Problem") -> None:
+        available = ["loss"] + list(problem.constraints) + [q.name for q in trainer.quantities]
+        unknown = [m for m in self.metrics if m not in available]
+        if unknown:
+            raise ValueError(f"ProgressBar `metrics` {unknown} are not logged; available: "
+                             f"{available}.")
+        arrays = [q.name for q in trainer.quantities
+                  if q.name in self.metrics and trainer._struct_of(q).shape != ()]
+        if arrays:
+            raise ValueError(f"ProgressBar `metrics` {arrays} are arrays; the bar shows "
+                             "scalars (loss, constraints, scalar trackers).")
 
     def on_train_start(self, trainer: "Trainer", problem: "Problem") -> None:
         self._bar = tqdm(total=trainer.max_steps, initial=trainer.global_step, unit="step",
-                         leave=self.leave, dynamic_ncols=True)
+                         leave=self.leave, dynamic_ncols=True, bar_format=BAR_FORMAT)
+        self._since, self._latest = None, {}
 
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:
+        now, done = time.perf_counter(), chunk.last_step + 1
+        if self._since is not None and done > self._since[1]:
+            self.steps_per_second = (done - self._since[1]) / (now - self._since[0])
+        self._since = (now, done)
+        for name in self.metrics:
+            series = chunk.series(name)
+            if series is not None and len(series[1]) and np.ndim(series[1][-1]) == 0:
+                self._latest[name] = float(series[1][-1])
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{chunk.loss[-1]:.3e}", refresh=False)
-            self._bar.update(chunk.last_step + 1 - self._bar.n)
+            postfix = {} if self.steps_per_second is None else {
+                "steps/s": f"{self.steps_per_second:.1f}"}
+            postfix.update({k: f"{v:.3e}" for k, v in self._latest.items()})
+            self._bar.set_postfix(postfix, refresh=False)
+            self._bar.update(done - self._bar.n)
 
     def teardown(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
         if self._bar is not None:

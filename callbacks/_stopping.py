@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jno_flax._checks import positive_int
+from jno_flax._checks import integer, positive_int
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,49 +20,93 @@ MODES = ("min", "max")
 
 @dataclass(frozen=True)
 class Decision:
-    """Outcome of one early-stopping check."""
+    """Outcome of one early-stopping check; ``reason`` says why it stops (``None``: go on)."""
 
     best: float
     wait: int
     stop: bool
     improved: bool
+    reason: str | None = None
 
 
 def early_stopping_decision(current: float, best: float, wait: int, *, mode: str,
-                            min_delta: float, patience: int) -> Decision:
-    """Pure rule: improvement means beating ``best`` by more than ``min_delta``."""
+                            min_delta: float, patience: int,
+                            stopping_threshold: float | None = None,
+                            divergence_threshold: float | None = None,
+                            check_finite: bool = True) -> Decision:
+    """Pure rule, checked in Lightning's order: a non-finite value (``check_finite``), the
+    ``stopping_threshold`` reached, the ``divergence_threshold`` passed, then ``patience``
+    checks without beating ``best`` by more than ``min_delta``."""
+    better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
     if not math.isfinite(current):
-        return Decision(best, wait + 1, wait + 1 >= patience, False)
-    improved = current < best - min_delta if mode == "min" else current > best + min_delta
-    if improved:
+        if check_finite:
+            return Decision(best, wait, True, False, f"the value is {current} (not finite)")
+    elif stopping_threshold is not None and better(current, stopping_threshold):
+        op = "<" if mode == "min" else ">"
+        return Decision(current if better(current, best) else best, 0, True, True,
+                        f"stopping_threshold reached: {current:.6g} {op} "
+                        f"{stopping_threshold:.6g}")
+    elif divergence_threshold is not None and better(divergence_threshold, current):
+        op = ">" if mode == "min" else "<"
+        return Decision(best, wait, True, False, f"divergence_threshold passed: {current:.6g} "
+                        f"{op} {divergence_threshold:.6g}")
+    elif better(current, best - min_delta if mode == "min" else best + min_delta):
         return Decision(current, 0, False, True)
-    return Decision(best, wait + 1, wait + 1 >= patience, False)
+    stop = wait + 1 >= patience
+    return Decision(best, wait + 1, stop, False,
+                    f"did not improve for {patience} checks (best {best:.6g})" if stop else None)
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved for ``patience`` checks.
+    """Stop when ``monitor`` has not improved for ``patience`` checks, or reached
+    ``stopping_threshold``, or passed ``divergence_threshold``, or is not finite.
 
-    A check happens at every step where ``monitor`` has a value: every step for ``"loss"`` and
-    constraint names, at its interval for a tracker. Training ends after the fused chunk in
-    which the decision was made; the reason names the step.
+    A check happens at every step ``>= start_step`` where ``monitor`` has a value: every step
+    for ``"loss"`` and constraint names, at its interval for a tracker. Training ends after the
+    fused chunk in which the decision was made; ``trainer.stop_reason`` (and
+    ``History.stop_reason``) names the rule, the value and the step.
 
     Args:
         monitor: ``"loss"`` (total), a constraint name or a tracker/quantity name.
         patience: checks without improvement before stopping.
         min_delta: smallest change that counts as an improvement.
         mode: ``"min"`` or ``"max"``.
+        stopping_threshold: stop as soon as ``monitor`` is better than this.
+        divergence_threshold: stop as soon as ``monitor`` is worse than this.
+        check_finite: stop when ``monitor`` is NaN or infinite (else such a value is simply
+            no improvement).
+        start_step: warm-up: steps before it are not checked.
     """
 
     def __init__(self, monitor: str = "loss", patience: int = 1000, min_delta: float = 0.0,
-                 mode: str = "min"):
+                 mode: str = "min", stopping_threshold: float | None = None,
+                 divergence_threshold: float | None = None, check_finite: bool = True,
+                 start_step: int = 0):
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}.")
         if not isinstance(monitor, str):
             raise TypeError(f"`monitor` must be a name (str), got {monitor!r}.")
         if not isinstance(min_delta, (int, float)) or min_delta < 0:
             raise ValueError(f"`min_delta` must be a non-negative number, got {min_delta!r}.")
+        for arg, value in (("stopping_threshold", stopping_threshold),
+                           ("divergence_threshold", divergence_threshold)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value)):
+                raise TypeError(f"`{arg}` must be a finite number or None, got {value!r}.")
+        if (stopping_threshold is not None and divergence_threshold is not None
+                and not (stopping_threshold < divergence_threshold if mode == "min"
+                         else stopping_threshold > divergence_threshold)):
+            raise ValueError(f"`stopping_threshold` {stopping_threshold} must be "
+                             f"{'below' if mode == 'min' else 'above'} `divergence_threshold` "
+                             f"{divergence_threshold} for mode={mode!r}.")
         self.monitor, self.mode, self.min_delta = monitor, mode, float(min_delta)
         self.patience = positive_int("patience", patience)
+        self.stopping_threshold = stopping_threshold
+        self.divergence_threshold = divergence_threshold
+        self.check_finite = bool(check_finite)
+        self.start_step = integer("start_step", start_step)
+        if self.start_step < 0:
+            raise ValueError(f"`start_step` must be a non-negative integer, got {start_step!r}.")
         self.best = math.inf if mode == "min" else -math.inf
         self.wait = 0
         self.stopped_step: int | None = None
@@ -83,13 +127,16 @@ class EarlyStopping(Callback):
         if series is None or trainer.should_stop:
             return
         for step, value in zip(*series):
-            d = early_stopping_decision(float(value), self.best, self.wait, mode=self.mode,
-                                        min_delta=self.min_delta, patience=self.patience)
+            if step < self.start_step:
+                continue
+            d = early_stopping_decision(
+                float(value), self.best, self.wait, mode=self.mode, min_delta=self.min_delta,
+                patience=self.patience, stopping_threshold=self.stopping_threshold,
+                divergence_threshold=self.divergence_threshold, check_finite=self.check_finite)
             self.best, self.wait = d.best, d.wait
             if d.stop:
                 self.stopped_step = int(step)
-                trainer.stop(f"EarlyStopping: `{self.monitor}` did not improve for "
-                             f"{self.patience} checks (best {self.best:.4g}) at step {step}.")
+                trainer.stop(f"EarlyStopping: `{self.monitor}` {d.reason} at step {step}.")
                 return
 
     def state_dict(self) -> dict[str, Any]:

@@ -47,7 +47,8 @@ bc = u_net(xb, yb)
 val_error = tracker(jnn.mean(jnn.abs(u - u_exact)), interval=100, name="val_error")
 crux = jno.core([pde.mse.name("pde"), bc.mse.name("bc"), val_error])
 
-trainer = Trainer(max_steps=STEPS, callbacks=[TensorBoardLogger(OUT)])
+# logs go to runs/01_poisson_2d/version_<n> (a new version per run), like Lightning's
+trainer = Trainer(max_steps=STEPS, logger=TensorBoardLogger("runs", name="01_poisson_2d"))
 history = trainer.fit(crux)
 
 # Evaluate on a 100 x 100 grid.
@@ -75,4 +76,5 @@ fig.suptitle(f"2-D Poisson, relative L2 error {rel_l2:.2e}")
 fig.tight_layout()
 os.makedirs(OUT, exist_ok=True)
 fig.savefig(os.path.join(OUT, "poisson_2d.png"), dpi=110)
-print(f"wrote {os.path.join(OUT, 'poisson_2d.png')} and TensorBoard logs in {OUT}")
+print(f"wrote {os.path.join(OUT, 'poisson_2d.png')} and TensorBoard logs in "
+      f"{trainer.logger.log_dir}")

@@ -79,9 +79,10 @@ def job() -> None:
     """What the job script runs, identical at every start."""
     crux = build()
     callbacks = [ModelCheckpoint(os.path.join(OUT, "ckpt"), every_n_train_steps=max(STEPS // 6, 1)),
-                 TensorBoardLogger(os.path.join(OUT, "tb")), PreemptAfter(PER_JOB)]
+                 PreemptAfter(PER_JOB)]
+    # every start writes on in the resumed run's log version (OUT/tb/version_0)
     trainer = Trainer(max_steps=STEPS, chunk_size=max(STEPS // 60, 1), callbacks=callbacks,
-                      enable_progress_bar=False)
+                      logger=TensorBoardLogger(OUT, name="tb"), enable_progress_bar=False)
     history = trainer.fit(crux, ckpt_path="last")
     err = history.trackers["val_error"]
     print(f"finished: steps {history.steps[0]}..{history.steps[-1]} ({len(history)} steps, "

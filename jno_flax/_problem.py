@@ -116,7 +116,9 @@ class Problem:
 
     # ------------------------------------------------------------------ training
     def solve(self, steps: int, **trainer_kwargs) -> "History":
-        """Train ``steps`` more steps: ``Trainer(max_steps=global_step + steps, **kw).fit``."""
+        """Train ``steps`` more steps, continuing the run: the step count, optimizer states,
+        RNG, adaptive weights and History go on (unlike a new ``Trainer(...).fit``, which
+        starts a new run from the live weights). ``trainer_kwargs`` go to the ``Trainer``."""
         from jno_flax.trainers import Trainer
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps <= 0:
             raise ValueError(f"`steps` must be a positive integer, got {steps!r}.")
@@ -128,7 +130,7 @@ class Problem:
         else:
             trainer = Trainer(max_steps=target, **trainer_kwargs)
             self._solver = (dict(trainer_kwargs), trainer)
-        return trainer.fit(self)
+        return trainer._fit(self, None, continue_run=True)
 
     # ------------------------------------------------------------------ weights
     def save_weights(self, path: str) -> str:

@@ -34,3 +34,9 @@ class TinyProblem:
 @pytest.fixture
 def tiny() -> TinyProblem:
     return TinyProblem()
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp_dir(tmp_path, monkeypatch):
+    """Every test runs in its own directory: default loggers write to ``./runs``."""
+    monkeypatch.chdir(tmp_path)

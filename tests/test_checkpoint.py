@@ -27,8 +27,8 @@ def _problem():
     return t, jno.core([w[0] * t.pde, w[1] * t.bc, jnn.tracker(t.error, 7, name="err")])
 
 
-def _fit(crux, steps, *callbacks, ckpt_path=None, chunk=16):
-    return Trainer(max_steps=steps, chunk_size=chunk, callbacks=list(callbacks),
+def _fit(crux, steps, *callbacks, ckpt_path=None, chunk=16, logger=False):
+    return Trainer(max_steps=steps, chunk_size=chunk, callbacks=list(callbacks), logger=logger,
                    enable_progress_bar=False).fit(crux, ckpt_path=ckpt_path)
 
 
@@ -119,11 +119,13 @@ def test_tensorboard_after_resume_has_each_step_once(tmp_path):
     logs, ck = tmp_path / "tb", tmp_path / "ck"
     _, crux = _problem()
     _fit(crux, 23, ModelCheckpoint(ck, every_n_train_steps=10, save_last=False),
-         TensorBoardLogger(logs, log_every_n_steps=5))
+         logger=TensorBoardLogger(logs, log_every_n_steps=5))
     _, again = _problem()
-    _fit(again, 40, ModelCheckpoint(ck, every_n_train_steps=10),
-         TensorBoardLogger(logs, log_every_n_steps=5), ckpt_path="last")
-    acc = EventAccumulator(str(logs), size_guidance={"scalars": 0})
+    resumed = TensorBoardLogger(logs, log_every_n_steps=5)
+    _fit(again, 40, ModelCheckpoint(ck, every_n_train_steps=10), logger=resumed,
+         ckpt_path="last")
+    assert resumed.version == 0 and sorted(os.listdir(logs / "default")) == ["version_0"]
+    acc = EventAccumulator(resumed.log_dir, size_guidance={"scalars": 0})
     acc.Reload()
     assert [e.step for e in acc.Scalars("loss")] == [4, 9, 14, 19, 24, 29, 34, 39]
     assert [e.step for e in acc.Scalars("err")] == list(range(0, 40, 7))

@@ -24,9 +24,10 @@ def test_scalars_trackers_histograms_and_lr_read_back(tiny, tmp_path):
     crux = tiny.core(jnn.tracker(tiny.error, 10, name="val_error"),
                      jnn.tracker(tiny.u, 20, name="u_field"))
     logger = TensorBoardLogger(tmp_path, log_every_n_steps=10, histogram_every_n_steps=20)
-    h = Trainer(max_steps=40, callbacks=[logger, LearningRateMonitor(logging_interval=10)],
+    h = Trainer(max_steps=40, logger=logger, callbacks=[LearningRateMonitor(logging_interval=10)],
                 enable_progress_bar=False).fit(crux)
-    acc = _read(tmp_path)
+    assert logger.log_dir == str(tmp_path / "default" / "version_0")
+    acc = _read(logger.log_dir)
     tags = acc.Tags()
     assert {"loss", "losses/pde", "losses/bc", "val_error", "lr/u"} <= set(tags["scalars"])
     assert "u_field" in tags["histograms"]
@@ -50,8 +51,8 @@ def test_scalars_trackers_histograms_and_lr_read_back(tiny, tmp_path):
 
 def test_last_value_aggregation(tiny, tmp_path):
     logger = TensorBoardLogger(tmp_path, log_every_n_steps=5, aggregation="last")
-    h = Trainer(max_steps=10, callbacks=[logger], enable_progress_bar=False).fit(tiny.core())
-    loss = _read(tmp_path).Scalars("loss")
+    h = Trainer(max_steps=10, logger=logger, enable_progress_bar=False).fit(tiny.core())
+    loss = _read(logger.log_dir).Scalars("loss")
     np.testing.assert_allclose([e.value for e in loss], h.total_loss[[4, 9]], rtol=1e-6)
 
 
@@ -76,14 +77,16 @@ def test_figures_and_hparams_are_written(tiny, tmp_path):
 
     logger = TensorBoardLogger(tmp_path, figure_fn=figure, figure_every_n_steps=5,
                                hparams={"lr": 1e-2})
-    Trainer(max_steps=10, callbacks=[logger], enable_progress_bar=False).fit(tiny.core())
-    acc = _read(tmp_path)
+    Trainer(max_steps=10, logger=logger, enable_progress_bar=False).fit(tiny.core())
+    acc = _read(logger.log_dir)
     assert [e.step for e in acc.Images("figure")] == [4, 9]
     plugins = acc.PluginTagToContent("hparams")
     assert plugins  # the hparams session summaries were written
 
 
-def test_default_log_dir_is_under_the_trainers_root(tiny, tmp_path):
-    Trainer(max_steps=3, default_root_dir=str(tmp_path), callbacks=[TensorBoardLogger()],
-            enable_progress_bar=False).fit(tiny.core())
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+def test_default_logger_writes_under_the_trainers_root(tiny, tmp_path):
+    trainer = Trainer(max_steps=3, default_root_dir=str(tmp_path / "root"),
+                      enable_progress_bar=False)
+    trainer.fit(tiny.core())
+    assert isinstance(trainer.logger, TensorBoardLogger) and trainer.loggers == [trainer.logger]
+    assert list((tmp_path / "root" / "default" / "version_0").glob("events.out.tfevents.*"))

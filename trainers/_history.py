@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +131,47 @@ class History:
         h.wall_time = float(data["wall_time"])
         h.stop_reason = data.get("stop_reason")
         return h
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the History to one ``.npz`` file (no pickling); returns the path written.
+
+        ``History.load(path)`` reads it back equal (``np.load`` reads it without jno_flax:
+        ``steps``, ``total_loss``, ``loss_<i>``, ``tracker_<i>_steps``/``_values`` with the
+        names in the JSON string ``meta``)."""
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
+        losses, trackers = self.losses, self.trackers
+        arrays = {"steps": self.steps, "total_loss": self.total_loss}
+        for i, values in enumerate(losses.values()):
+            arrays[f"loss_{i}"] = values
+        for i, series in enumerate(trackers.values()):
+            arrays[f"tracker_{i}_steps"] = series.steps
+            arrays[f"tracker_{i}_values"] = series.values
+        meta = {"losses": list(losses), "trackers": list(trackers),
+                "wall_time": self.wall_time, "stop_reason": self.stop_reason}
+        np.savez(path, meta=np.asarray(json.dumps(meta)), **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "History":
+        """The History that :meth:`save` wrote to ``path``."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"`path` {path!r} is not a file; History.load reads the "
+                                    "`.npz` file written by History.save.")
+        with np.load(path, allow_pickle=False) as data:
+            if "meta" not in data:
+                raise ValueError(f"`path` {path!r} is an .npz file but not a saved History "
+                                 f"(no `meta` entry; entries: {sorted(data)}).")
+            meta = json.loads(str(data["meta"]))
+            return cls.from_dict({
+                "steps": data["steps"], "total_loss": data["total_loss"],
+                "losses": {n: data[f"loss_{i}"] for i, n in enumerate(meta["losses"])},
+                "trackers": {n: {"steps": data[f"tracker_{i}_steps"],
+                                 "values": data[f"tracker_{i}_values"]}
+                             for i, n in enumerate(meta["trackers"])},
+                "wall_time": meta["wall_time"], "stop_reason": meta["stop_reason"]})
 
     def plot(self, path: str | None = None):
         """A matplotlib figure: losses (log scale) and scalar trackers over steps.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import signal
 import time
 from typing import Any, Sequence
@@ -18,22 +17,17 @@ from jno_flax._checks import integer, optax_transform, positive_int
 from jno_flax._evaluate import Evaluator
 from jno_flax._problem import Problem
 from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMetrics
+from jno_flax.callbacks._logger import Logger
+from jno_flax.callbacks._periodic import EveryNSteps
 from jno_flax.callbacks._restore import restore
+from jno_flax.trainers._chunk import ChunkProgram
 from jno_flax.trainers._history import History
 from jno_flax.trainers._signals import DeferredSignals
-from jno_flax.trainers._state import TrainState, all_finite
+from jno_flax.trainers._state import TrainState
+from jno_flax.callbacks._timer import Timer, parse_max_time
 
 DEFAULT_CHUNK = 1000
 DEFAULT_LEARNING_RATE = 1e-3
-
-
-def keep_finite(old: TrainState, new: TrainState, loss: jax.Array) -> TrainState:
-    """``new`` when the step's loss and updated parameters are finite; otherwise ``old``
-    (parameters, optimizer and balancer states unchanged) with the step counted. Inside the
-    compiled step, so a non-finite step is recorded but never applied."""
-    ok = jnp.isfinite(loss) & all_finite(new.params)
-    kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new.replace(step=old.step), old)
-    return kept.replace(step=new.step)
 
 
 def _deleted(state: TrainState) -> bool:
@@ -75,10 +69,13 @@ class Trainer:
     #: exit status of a run stopped by SIGTERM after saving (a clean, resumable stop)
     SIGTERM_EXIT_CODE = 0
 
-    def __init__(self, max_steps: int, callbacks: Sequence[Callback] = (), seed: int = 0,
-                 default_root_dir: str | None = None, chunk_size: int | None = None,
-                 log_every_n_steps: int = 100, enable_progress_bar: bool = True,
-                 max_record_bytes: int = 256 * 2**20, handle_signals: bool = True):
+    def __init__(self, max_steps: int, callbacks: Sequence[Callback] = (),
+                 logger: bool | Logger | Sequence[Logger] | None = True, seed: int = 0,
+                 default_root_dir: str | None = None, max_time: Any = None,
+                 chunk_size: int | None = None, log_every_n_steps: int = 100,
+                 enable_progress_bar: bool = True, enable_model_summary: bool = True,
+                 max_record_bytes: int = 256 * 2**20, handle_signals: bool = True,
+                 overlap_callbacks: bool = True):
         self.max_steps = positive_int("max_steps", max_steps)
         if not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"`callbacks` must be a list of Callback instances, got "
@@ -87,13 +84,21 @@ class Trainer:
             if not isinstance(cb, Callback):
                 raise TypeError(f"`callbacks[{i}]` must be a jno_flax.callbacks.Callback "
                                 f"instance, got {type(cb).__name__}: {cb!r}.")
+            if isinstance(cb, Logger):
+                raise TypeError(f"`callbacks[{i}]` is a logger ({type(cb).__name__}); pass "
+                                "loggers with `Trainer(logger=...)`, as in Lightning.")
         self.seed = integer("seed", seed)
         self.default_root_dir = default_root_dir or "runs"
+        self.loggers: list[Logger] = self._loggers(logger)
+        #: the time limit of ``max_time`` (counted across fits of this trainer and resumes)
+        self.timer = None if max_time is None else Timer(parse_max_time("max_time", max_time))
         self.chunk_size = positive_int("chunk_size", chunk_size, allow_none=True) or DEFAULT_CHUNK
         self.log_every_n_steps = positive_int("log_every_n_steps", log_every_n_steps)
         self.enable_progress_bar = bool(enable_progress_bar)
+        self.enable_model_summary = bool(enable_model_summary)
         self.max_record_bytes = positive_int("max_record_bytes", max_record_bytes)
         self.handle_signals = bool(handle_signals)
+        self.overlap_callbacks = bool(overlap_callbacks)
         self.received_signal: signal.Signals | None = None
         self.user_callbacks = list(callbacks)
         self.callbacks: list[Callback] = []
@@ -104,14 +109,43 @@ class Trainer:
         self.history: History | None = None
         self.quantities: list[InGraph] = []
         self.txs: dict[str, optax.GradientTransformation] = {}
-        self._cache: dict[Any, tuple[Any, int]] = {}
+        #: interval quantities at the start of nested blocks instead of a per-step ``lax.cond``
+        #: (see ``trainers/_chunk.py``); default: on accelerators, not on CPU
+        self.nested_intervals = jax.default_backend() != "cpu"
+        self._step = 0
+        self._cache: dict[Any, tuple[Any, Any, int]] = {}
         self._default_tx = optax.adam(DEFAULT_LEARNING_RATE)
+
+    @staticmethod
+    def _loggers(logger: Any) -> list[Logger]:
+        from jno_flax.callbacks import TensorBoardLogger
+        accepted = ("True (a TensorBoardLogger under `default_root_dir`), False/None, a "
+                    "jno_flax.callbacks.Logger or a list of them")
+        if logger is True:
+            return [TensorBoardLogger()]
+        if logger is False or logger is None:
+            return []
+        if isinstance(logger, Logger):
+            return [logger]
+        if isinstance(logger, (list, tuple)):
+            for i, lg in enumerate(logger):
+                if not isinstance(lg, Logger):
+                    raise TypeError(f"`logger[{i}]` must be a jno_flax.callbacks.Logger, got "
+                                    f"{type(lg).__name__}: {lg!r}; accepted: {accepted}.")
+            return list(logger)
+        raise TypeError(f"`logger` must be {accepted}; got {type(logger).__name__}: "
+                        f"{logger!r}.")
+
+    @property
+    def logger(self) -> Logger | None:
+        """The first logger (``None`` without loggers), as in Lightning."""
+        return self.loggers[0] if self.loggers else None
 
     # ------------------------------------------------------------------ public state
     @property
     def global_step(self) -> int:
-        """Steps done (of the live state)."""
-        return 0 if self.state is None else int(self.state.step)
+        """Steps done (of the live state); known on the host without waiting for the device."""
+        return self._step
 
     def stop(self, reason: str) -> None:
         """Ask training to stop after the current chunk, recording ``reason``."""
@@ -180,15 +214,28 @@ class Trainer:
     def fit(self, problem: Problem, ckpt_path: str | None = None) -> History:
         """Train ``problem`` up to ``max_steps`` and return its :class:`History`.
 
+        As in Lightning, a new Trainer starts a new run: step 0, fresh optimizer states, RNG
+        and adaptive-weight states, a new History, from the problem's live weights (a trained
+        problem's weights, or ``problem.load_weights(...)``). Calling ``fit`` again on the same
+        Trainer and problem continues that run (raise ``max_steps`` first); the step, optimizer
+        states and History come back from a checkpoint only through ``ckpt_path``.
+        ``problem.solve(n)`` instead always continues (``n`` more steps).
+
         Args:
-            problem: from ``jno.core([...])``; a problem trained before continues.
+            problem: from ``jno.core([...])``.
             ckpt_path: resume from a checkpoint first: ``"last"`` (the newest valid one of the
                 trainer's ``ModelCheckpoint``; none yet: a warning and a fresh start),
                 ``"best"`` (by its monitor) or the path of a checkpoint step directory.
         """
+        return self._fit(problem, ckpt_path, continue_run=self.problem is problem)
+
+    def _fit(self, problem: Problem, ckpt_path: str | None, continue_run: bool) -> History:
+        """``fit``; ``continue_run`` starts from ``problem.state`` and ``problem.history``
+        (used by ``fit`` on the same problem and by ``Problem.solve``)."""
         if not isinstance(problem, Problem):
             raise TypeError(f"`problem` must be a jno_flax.Problem (from `jno.core([...])`), "
                             f"got {type(problem).__name__}.")
+        continue_run = continue_run and problem.state is not None
         self.problem = problem
         self.should_stop, self.stop_reason, self.received_signal = False, None, None
         self.callbacks = self._assemble_callbacks(problem)
@@ -199,13 +246,15 @@ class Trainer:
                 self._call("setup", stage)
                 self.txs = {n: optax_transform(f"configure_optimizers()[{n!r}]", tx)
                             for n, tx in self.configure_optimizers(problem).items()}
-                self.state = self._initial_state(problem)
-                self.history = problem.history or History(list(problem.constraints))
+                self.state = self._initial_state(problem, continue_run)
+                self._step = int(self.state.step)
+                self.history = (problem.history if continue_run and problem.history is not None
+                                else History(list(problem.constraints)))
                 self.quantities = self._collect_quantities(problem)
                 self._call("on_fit_start")
                 if ckpt_path is not None:
                     self._restore(problem, ckpt_path)
-                self._run(problem, started)
+                self._run(problem)
                 self._call("on_train_end")
                 self.publish_weights(problem)
                 self._call("on_fit_end")
@@ -231,6 +280,7 @@ class Trainer:
         if restored is None:  # "last" / "best" with no checkpoint yet: a fresh start
             return
         self.state, self.history = restored.state, restored.history
+        self._step = int(self.state.step)
         for cb in self.callbacks:
             if cb.state_key in restored.callbacks:
                 cb.load_state_dict(restored.callbacks[cb.state_key])
@@ -239,12 +289,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ internals
     def _assemble_callbacks(self, problem: Problem) -> list[Callback]:
-        from jno_flax.callbacks import AdaptiveWeightsCallback, ProgressBar, TrackerCallback
+        from jno_flax.callbacks import (AdaptiveWeightsCallback, ModelSummary, ProgressBar,
+                                        TrackerCallback)
         cbs: list[Callback] = []
         if problem.trackers:
             cbs.append(TrackerCallback(list(problem.trackers.items())))
         if problem.registry.balancers:
             cbs.append(AdaptiveWeightsCallback())
+        if self.enable_model_summary and not any(isinstance(c, ModelSummary)
+                                                 for c in self.user_callbacks):
+            cbs.append(ModelSummary())
+        cbs += self.loggers
+        if self.timer is not None:
+            cbs.append(self.timer)
         cbs += self.user_callbacks
         if self.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in cbs):
             cbs.append(ProgressBar())
@@ -275,14 +332,15 @@ class Trainer:
                 quantities.append(q)
         return quantities
 
-    def _initial_state(self, problem: Problem) -> TrainState:
+    def _initial_state(self, problem: Problem, continue_run: bool) -> TrainState:
         """The state to start from: the live modules' weights (so edits of ``model.module``
-        or ``problem.load_weights`` between fits count), the previous optimizer states when
-        their structure still fits, the balancers' states; or a fresh state."""
+        or ``problem.load_weights`` between fits count); when continuing, the step, RNG,
+        balancer states and the optimizer states whose structure still fits from
+        ``problem.state``; otherwise a fresh state at step 0."""
         registry = problem.registry
         # copies: the state is donated to the compiled chunks; the modules and
         # ``problem.state`` stay usable (and consistent) if a chunk fails
-        prev = None if problem.state is None else jax.tree.map(jnp.copy, problem.state)
+        prev = jax.tree.map(jnp.copy, problem.state) if continue_run else None
         params = {registry.name(t): jax.tree.map(jnp.copy, t.params())
                   for t in registry.trainables}
         opt_state = {}
@@ -312,14 +370,6 @@ class Trainer:
         for t in problem.trainables:
             nnx.update(t.module, state.params[problem.registry.name(t)])
 
-    def _sync_intervals(self) -> list[int]:
-        out = []
-        for cb in self.callbacks:
-            n = cb.sync_every(self)
-            if n is not None:
-                out.append(positive_int(f"{type(cb).__name__}.sync_every()", n))
-        return out
-
     def _capacity(self, out_struct) -> int:
         per_step = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(out_struct))
         for q in self.quantities:
@@ -328,20 +378,23 @@ class Trainer:
         cap = min(self.chunk_size, max(1, self.max_steps - self.global_step))
         return max(1, min(cap, int(self.max_record_bytes // max(per_step, 1))))
 
-    def _compiled(self, problem: Problem, batch) -> tuple[Any, int]:
-        """The jitted chunk runner (one compilation per distinct chunk length, reused by
-        later ``fit`` calls) and the longest chunk the record memory bound allows."""
+    def _compiled(self, problem: Problem, batch) -> tuple[Any, ChunkProgram, int]:
+        """The jitted chunk runner (one compilation per distinct chunk length and phase,
+        reused by later ``fit`` calls), its program and the longest chunk the record memory
+        bound allows."""
         quantities = tuple((q.name, q.expr.key if q.expr is not None else id(q.fn), q.interval)
                            for q in self.quantities)
-        signature = (id(problem), quantities,
+        signature = (id(problem), quantities, self.nested_intervals,
                      tuple((n, id(tx)) for n, tx in self.txs.items()),
                      jax.tree.structure(self.state))
         if signature not in self._cache:
             out_struct = jax.eval_shape(lambda s: self.training_step(s, batch)[1], self.state)
-            run = jax.jit(self._chunk_fn(), static_argnums=2, donate_argnums=0)
-            self._cache = {signature: (run, out_struct)}  # keep one: old ones pin a problem
-        run, out_struct = self._cache[signature]
-        return run, self._capacity(out_struct)
+            program = ChunkProgram(self, self.quantities, self._dense_quantities(),
+                                   nested=self.nested_intervals)
+            run = jax.jit(program(), static_argnums=(2, 3), donate_argnums=0)
+            self._cache = {signature: (run, program, out_struct)}  # one: old ones pin a problem
+        run, program, out_struct = self._cache[signature]
+        return run, program, self._capacity(out_struct)
 
     def _struct_of(self, q: InGraph) -> jax.ShapeDtypeStruct:
         if q.expr is not None:
@@ -364,86 +417,57 @@ class Trainer:
         return {q.name: ev.value(q.expr) if q.expr is not None else q.fn(state)
                 for q in quantities}
 
-    def _run(self, problem: Problem, started: float) -> None:
+    def _run(self, problem: Problem) -> None:
+        """Run chunks until ``max_steps`` or a stop.
+
+        With ``overlap_callbacks``, chunk ``k + 1`` is dispatched (JAX runs it asynchronously)
+        before chunk ``k``'s records are pulled and its callbacks run, so host work overlaps
+        device work. Callbacks of chunk ``k`` see ``trainer.state`` as it was after chunk
+        ``k`` (a copy). When they stop training or replace ``trainer.state``, the chunk in
+        flight is discarded and training goes on from their state: the steps computed are
+        exactly those of a run without overlap.
+        """
         batch = problem.registry.batch()
         if self.global_step >= self.max_steps:
             self._call("on_train_start")
             return
-        run_chunk, capacity = self._compiled(problem, batch)
-        sync = self._sync_intervals()
+        run_chunk, program, capacity = self._compiled(problem, batch)
+        sync = [EveryNSteps(f"{type(cb).__name__}.sync_every()", n)
+                for cb in self.callbacks if (n := cb.sync_every(self)) is not None]
         per_step_hooks = [cb for cb in self.callbacks
                           if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
         chunk_hooks = [cb for cb in self.callbacks
                        if type(cb).on_train_chunk_end is not Callback.on_train_chunk_end]
+
+        def launch(state: TrainState, s0: int) -> tuple[int, int, TrainState, Any]:
+            end = min([s0 + capacity, self.max_steps] + [p.next_boundary(s0) for p in sync])
+            new_state, records = run_chunk(state, batch, end - s0, s0 % program.period)
+            return s0, end, new_state, records
+
         self._call("on_train_start")
-        while self.global_step < self.max_steps and not self.should_stop:
-            s0 = self.global_step
-            end = min(s0 + capacity, self.max_steps)
-            for n in sync:
-                end = min(end, (s0 // n + 1) * n)
-            self.state, records = run_chunk(self.state, batch, end - s0)
-            chunk = self._record(s0, end, jax.device_get(records))
+        pending = None
+        while not self.should_stop:
+            if pending is None:
+                if self.global_step >= self.max_steps:
+                    break
+                pending = launch(self.state, self.global_step)
+            s0, end, new_state, records = pending
+            pending = None
+            if self.overlap_callbacks and end < self.max_steps:
+                seen = jax.tree.map(jnp.copy, new_state)  # enqueued before the donation
+                pending = launch(new_state, end)
+            else:
+                seen = new_state
+            self.state, self._step = seen, end
+            chunk = self._record(s0, end, program, jax.device_get(records))
             self.publish_weights(problem)
             self._dispatch(chunk, per_step_hooks, chunk_hooks)
+            if self.state is not seen:  # a callback replaced the state: go on from it
+                self._step = int(self.state.step)
+                pending = None
 
-    def _interval_groups(self) -> dict[str, tuple[int, bool, list[InGraph]]]:
-        """Quantities recorded on their own rows: ``{key: (interval, after_step, [q])}``."""
-        dense = self._dense_quantities()
-        groups: dict[str, tuple[int, bool, list[InGraph]]] = {}
-        for q in self.quantities:
-            if q not in dense:
-                key = f"{q.interval}/{'after' if q.after_step else 'before'}"
-                groups.setdefault(key, (q.interval, q.after_step, []))[2].append(q)
-        return groups
-
-    def _chunk_fn(self):
-        """``run(state, batch, n)``: ``n`` (static) fused steps in one ``lax.scan``.
-
-        A static trip count lets XLA run the loop without reading a predicate back to the
-        host every iteration (which costs a device sync per step on GPUs).
-        """
-        groups = self._interval_groups()
-
-        def run(state: TrainState, batch, n_steps: int):
-            s0 = state.step
-            sparse = {}
-            for key, (k, _, qs) in groups.items():
-                rows = math.ceil(n_steps / k)
-                sparse[key] = {q.name: jnp.zeros((rows,) + self._struct_of(q).shape,
-                                                 self._struct_of(q).dtype) for q in qs}
-
-            def write_rows(key, step, seen_state, buffers):
-                k, _, qs = groups[key]
-                first = (s0 + k - 1) // k * k
-
-                def write(buf):
-                    values = self._evaluate(qs, seen_state, batch)
-                    row = (step - first) // k
-                    return {name: buf[name].at[row].set(v) for name, v in values.items()}
-                if k == 1:
-                    return write(buffers)
-                return jax.lax.cond(step % k == 0, write, lambda b: b, buffers)
-
-            def body(carry, _):
-                state, sparse = carry
-                sparse = dict(sparse)
-                step = state.step
-                for key, (_, after, _) in groups.items():
-                    if not after:
-                        sparse[key] = write_rows(key, step, state, sparse[key])
-                new, out = self.training_step(state, batch)
-                state = keep_finite(state, new, out["loss"])
-                for key, (_, after, _) in groups.items():
-                    if after:
-                        sparse[key] = write_rows(key, step, state, sparse[key])
-                return (state, sparse), out
-
-            (state, sparse), dense = jax.lax.scan(body, (state, sparse), None, length=n_steps)
-            return state, {"dense": dense, "sparse": sparse}
-
-        return run
-
-    def _record(self, s0: int, end: int, records: dict) -> ChunkMetrics:
+    def _record(self, s0: int, end: int, program: ChunkProgram, records: dict
+                ) -> ChunkMetrics:
         """Append a chunk's records to the history; return them as arrays."""
         steps = np.arange(s0, end)
         dense = records["dense"]
@@ -455,12 +479,15 @@ class Trainer:
         for name, v in dense["values"].items():
             keep = steps % intervals[name] == 0
             recorded[name] = (steps[keep], np.asarray(v)[keep])
-        groups = self._interval_groups()
-        for key, table in records["sparse"].items():
-            k = groups[key][0]
-            at = np.arange((s0 + k - 1) // k * k, end, k)
-            for name, v in table.items():
-                recorded[name] = (at, np.asarray(v[:len(at)]))
+        for key, group in program.groups.items():
+            at = group.rows(s0, end)
+            table = records["sparse"].get(key, {})  # absent: no row of it in this chunk
+            for q in group.quantities:
+                if q.name in table:
+                    recorded[q.name] = (at, np.asarray(table[q.name][:len(at)]))
+                else:
+                    st = self._struct_of(q)
+                    recorded[q.name] = (at, np.zeros((0,) + st.shape, st.dtype))
         for name, (at, v) in recorded.items():
             self.history.record_values(name, at, v)
         return ChunkMetrics(steps, total, losses, recorded)
