@@ -19,7 +19,12 @@ Two declarations shape the fused loop:
 * :meth:`Callback.in_graph` returns quantities computed *inside* the compiled step at an
   interval (their values arrive in ``StepMetrics.values`` at the steps they were recorded);
 * :meth:`Callback.sync_every` asks for a chunk boundary every ``n`` steps, where
-  ``trainer.state`` is the live state after that step.
+  ``trainer.state`` is the state after that step.
+
+While callbacks run, the next chunk is already computing (``Trainer(overlap_callbacks=True)``);
+``trainer.state`` is the state after the chunk being reported. A callback that stops training
+or assigns a new ``trainer.state`` makes the trainer drop the chunk in flight and go on from
+that state, so hooks behave exactly as without overlap.
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ class StepMetrics:
         values: in-graph quantities recorded at this step ``{name: value}`` (scalars as floats,
             arrays as numpy arrays); only those whose interval divides ``step``.
         last_in_chunk: True for the last step of a fused chunk; then ``trainer.state`` is
-            the live state after this step.
+            the state after this step.
     """
 
     step: int
@@ -142,7 +147,8 @@ class Callback:
         return ()
 
     def sync_every(self, trainer: "Trainer") -> int | None:
-        """Ask for a chunk boundary after every ``n``-th step (live state), or ``None``."""
+        """Ask for a chunk boundary after every ``n``-th step (``trainer.state`` is then the
+        state after that step), or ``None``."""
         return None
 
     # ------------------------------------------------------------------ hooks
@@ -161,7 +167,8 @@ class Callback:
 
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:
-        """Runs once per fused chunk, after its per-step hooks; ``trainer.state`` is live.
+        """Runs once per fused chunk, after its per-step hooks; ``trainer.state`` is the state
+        after the chunk's last step.
 
         The vectorised alternative to ``on_train_batch_end`` (no per-step Python calls)."""
 

@@ -60,6 +60,7 @@ def _child(mode, ckpt, out):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # 45 s; SIGTERM in a child process is also covered by test_checkpoint_faults
 def test_sigterm_mid_chunk_then_resume_in_a_new_process_is_bit_identical(tmp_path):
     full = _child("full", tmp_path / "ck_full", tmp_path / "full.npz")
     assert full.returncode == 0, full.stderr

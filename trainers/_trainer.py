@@ -41,22 +41,33 @@ class Trainer:
     Steps run inside one ``jax.jit`` per chunk (``lax.scan``, state buffers donated); the
     host sees the per-step losses and in-graph quantities only after a chunk, in step order.
     Chunks end at ``chunk_size`` steps, at ``max_steps``, and wherever a callback asks for
-    live state (:meth:`Callback.sync_every`).
+    the state at a step (:meth:`Callback.sync_every`).
 
     Args:
-        max_steps: total number of steps (a problem trained before continues to this count).
+        max_steps: total number of steps of the run (see :meth:`fit` for new runs and
+            continued ones).
         callbacks: :class:`~jno_flax.callbacks.Callback` instances.
+        logger: ``True`` (a :class:`~jno_flax.callbacks.TensorBoardLogger` writing to
+            ``<default_root_dir>/default/version_<n>``), ``False``/``None``, a
+            :class:`~jno_flax.callbacks.Logger` or a list of them (``trainer.loggers``).
         seed: seed of the state's PRNG key.
-        default_root_dir: where callbacks write by default (``TensorBoardLogger()`` without
-            a ``log_dir`` writes to ``<default_root_dir>/tensorboard``); default ``"runs"``.
+        default_root_dir: where loggers, checkpoints and figures go by default; ``"runs"``.
+        max_time: stop once this much training time has passed (a ``timedelta``, seconds,
+            ``"DD:HH:MM:SS"`` or a dict of ``timedelta`` arguments), at a chunk boundary,
+            counted across resumes (:class:`~jno_flax.callbacks.Timer`).
         chunk_size: longest fused chunk (default 1000 steps).
         log_every_n_steps: logging period used by loggers and monitors.
         enable_progress_bar: add a :class:`~jno_flax.callbacks.ProgressBar`.
+        enable_model_summary: print the parameter tables when ``fit`` starts
+            (:class:`~jno_flax.callbacks.ModelSummary`).
         max_record_bytes: memory bound for the per-chunk records of in-graph quantities; long
             chunks are shortened to respect it.
         handle_signals: defer SIGTERM and SIGINT to the end of the running chunk (checkpoint
             callbacks save, every end hook runs), then exit: ``SystemExit(SIGTERM_EXIT_CODE)``
             for SIGTERM, ``KeyboardInterrupt`` for SIGINT (see ``trainers/_signals.py``).
+        overlap_callbacks: dispatch the next chunk before running the callbacks of the last
+            one, so host work overlaps device work (see :meth:`_run`); the numbers are the
+            same either way.
 
     A step whose loss or updated parameters are not finite is recorded (its loss in the
     History) but not applied: the parameters, optimizer and balancer states stay as they were.
