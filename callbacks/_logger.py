@@ -12,9 +12,11 @@ decides *what* is logged and *when*; subclasses only write:
   :meth:`Logger.log_array`;
 * the run's hyper-parameters once, as ``hparams.yaml`` in the version directory.
 
-Versions: a new run takes the next free ``version_<n>``; a run resumed from a checkpoint
-(``fit(..., ckpt_path=...)``) writes on in the version it had (the version is part of the
-logger's checkpointed ``state_dict``) and drops what was logged after the resumed step.
+Versions: a logger takes the next free ``version_<n>`` when it is first used and keeps it (a
+run continued by ``fit`` on the same trainer, or by ``solve``, logs on in it); a run resumed
+from a checkpoint (``fit(..., ckpt_path=...)``) writes on in the version it had (the version
+is part of the logger's checkpointed ``state_dict``). Either way, what was logged from the
+start step on is dropped first, so no step appears twice.
 """
 
 from __future__ import annotations
@@ -169,8 +171,8 @@ class Logger(Callback):
     def setup(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
         if self.save_dir is None:
             self.save_dir = trainer.default_root_dir
-        self._version = (self._given_version if self._given_version is not None
-                         else next_version(self.root_dir))
+        if self._version is None:  # once per logger: a continued run keeps its version
+            self._version = next_version(self.root_dir)
 
     def on_train_start(self, trainer: "Trainer", problem: "Problem") -> None:
         os.makedirs(self.log_dir, exist_ok=True)

@@ -35,6 +35,19 @@ def test_each_run_gets_the_next_version(tiny, tmp_path):
         assert yaml.safe_load((runs / v / "hparams.yaml").read_text())["max_steps"] == 3
 
 
+def test_a_continued_run_logs_on_in_its_version(tiny, tmp_path):
+    table = CSVLogger(tmp_path, log_every_n_steps=2, aggregation="last")
+    trainer = Trainer(max_steps=4, logger=table, enable_progress_bar=False)
+    crux = tiny.core()
+    trainer.fit(crux)
+    trainer.max_steps = 8
+    h = trainer.fit(crux)
+    assert os.listdir(tmp_path / "default") == ["version_0"]
+    rows = _rows(os.path.join(table.log_dir, "metrics.csv"))
+    assert [int(r["step"]) for r in rows] == [1, 3, 5, 7]
+    assert [float(r["loss"]) for r in rows] == [float(h.total_loss[s]) for s in (1, 3, 5, 7)]
+
+
 def test_two_loggers_of_one_run_share_its_version(tiny, tmp_path):
     tb, table = TensorBoardLogger(tmp_path, name="exp"), CSVLogger(tmp_path, name="exp")
     _fit(tiny.core(), 3, logger=[tb, table])
