@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -185,12 +185,29 @@ class Trainer:
         """Total loss from the constraint losses; default: their sum."""
         return sum(losses.values())
 
-    def apply_gradients(self, state: TrainState, grads: dict[str, Any]) -> TrainState:
-        """Optimizer update of every trained trainable; returns the new state (step unchanged)."""
+    def apply_gradients(self, state: TrainState, grads: dict[str, Any],
+                        value: jax.Array | None = None,
+                        value_fn: Callable[[dict[str, Any]], jax.Array] | None = None
+                        ) -> TrainState:
+        """Optimizer update of every trained trainable; returns the new state (step unchanged).
+
+        ``value`` is the step's total loss and ``value_fn(params)`` the total loss of the
+        current batch as a function of the trained parameters ``{name: params}`` (trackers
+        left out). Both reach every transform's ``update`` as optax's extra arguments
+        (``value``, ``grad``, ``value_fn``; ``optax.with_extra_args_support``), so
+        ``optax.lbfgs()`` and ``optax.scale_by_zoom_linesearch`` chains work; for the
+        transform of trainable ``n``, ``value_fn`` varies ``n``'s parameters only.
+        """
         params, opt_state = dict(state.params), dict(state.opt_state)
+        trained = {n: state.params[n] for n in grads}
         for name, g in grads.items():
-            updates, opt_state[name] = self.txs[name].update(g, state.opt_state[name],
-                                                             state.params[name])
+            extra = {}
+            if value is not None and value_fn is not None:
+                extra = {"value": value, "grad": g,
+                         "value_fn": lambda p, n=name: value_fn({**trained, n: p})}
+            tx = optax.with_extra_args_support(self.txs[name])
+            updates, opt_state[name] = tx.update(g, state.opt_state[name], state.params[name],
+                                                 **extra)
             params[name] = optax.apply_updates(state.params[name], updates)
         return state.replace(params=params, opt_state=opt_state)
 
@@ -217,7 +234,8 @@ class Trainer:
 
         (total, (losses, values, updates)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(trained)
-        state = self.apply_gradients(state, grads)
+        state = self.apply_gradients(state, grads, value=total,
+                                     value_fn=lambda p: loss_fn(p)[0])
         return state.replace(step=state.step + 1, extras={**state.extras, **updates}), {
             "loss": total, "losses": losses, "values": values}
 
@@ -360,8 +378,8 @@ class Trainer:
             old = None if prev is None else prev.opt_state.get(name)
             if old is not None and jax.tree.structure(old) == jax.tree.structure(fresh):
                 opt_state[name] = old
-            else:
-                opt_state[name] = tx.init(params[name])
+            else:  # distinct buffers: some transforms (lbfgs) share arrays between leaves
+                opt_state[name] = jax.tree.map(jnp.copy, tx.init(params[name]))
         # distinct buffers for every leaf: the state is donated to the compiled chunks
         fresh_extras = jax.tree.map(jnp.copy, registry.initial_extras())
         if prev is not None:

@@ -1,0 +1,59 @@
+"""Optax transforms that need the loss inside the step: L-BFGS and line searches."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jno_flax as jno
+import jno_flax.numpy as jnn
+
+QUIET = {"enable_progress_bar": False, "logger": False, "enable_model_summary": False}
+
+
+def test_lbfgs_minimises_a_quadratic_exactly_in_few_steps():
+    p = jnn.parameter((3,), name="p").optimizer(optax.lbfgs())
+    scales, centre = jnp.array([1.0, 10.0, 100.0]), jnp.array([0.5, -2.0, 3.0])
+    crux = jno.core([jnn.sum(scales * (p - centre) ** 2).name("quadratic")])
+    h = crux.solve(12, **QUIET)
+    np.testing.assert_allclose(np.asarray(crux.eval(p)), centre, atol=1e-6)
+    assert h.total_loss[0] > 900 and h.total_loss[-1] < 1e-12  # adam would need thousands
+
+
+def test_lbfgs_steps_equal_a_hand_written_optax_loop():
+    dom = jno.domain.interval(0, 1, n_interior=64, n_boundary=2, seed=0)
+    (x,) = dom.variable("interior")
+    p = jnn.parameter((3,), name="p").optimizer(optax.lbfgs())
+    crux = jno.core([(p[0] + p[1] * x + p[2] * x**2 - (1 + 2 * x - 3 * x**2)).mse])
+    h = crux.solve(12, **QUIET)
+
+    xs = jnp.asarray(dom.points("interior"))[:, 0]
+
+    def loss(q):
+        return jnp.mean((q[0] + q[1] * xs + q[2] * xs**2 - (1 + 2 * xs - 3 * xs**2)) ** 2)
+    tx, q = optax.lbfgs(), jnp.zeros(3)
+    state, values = tx.init(q), []
+    for _ in range(12):
+        v, g = optax.value_and_grad_from_state(loss)(q, state=state)
+        values.append(float(v))
+        updates, state = tx.update(g, state, q, value=v, grad=g, value_fn=loss)
+        q = optax.apply_updates(q, updates)
+    np.testing.assert_allclose(h.total_loss, values, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(crux.eval(p)), q, rtol=1e-5)
+
+
+def test_changing_the_optimizer_between_solves_starts_its_state_fresh(tiny):
+    crux = tiny.core()
+    crux.solve(5, **QUIET)
+    trained = np.asarray(crux.eval(tiny.u))
+    tiny.net.optimizer(optax.lbfgs())
+    h = crux.solve(5, **QUIET)
+    assert crux.global_step == 10 and len(h) == 10
+    fresh = optax.lbfgs().init(crux.state.params["u"])
+    assert jax.tree.structure(crux.state.opt_state["u"]) == jax.tree.structure(fresh)
+    np.testing.assert_allclose(h.total_loss[5], h.total_loss[4], rtol=0.05)  # went on from
+    final = float(sum(np.asarray(v) for v in crux.eval([tiny.pde, tiny.bc])))  # the weights
+    assert final < h.total_loss[5]  # L-BFGS went downhill from there
+    assert not np.array_equal(trained, np.asarray(crux.eval(tiny.u)))
