@@ -12,6 +12,7 @@ from jno_flax.callbacks._plot import PlotCallback
 from jno_flax.callbacks._progress import ProgressBar
 from jno_flax.callbacks._stopping import EarlyStopping, TerminateOnNaN, early_stopping_decision
 from jno_flax.callbacks._summary import ModelSummary
+from jno_flax.callbacks._switch import SwitchOptimizer
 from jno_flax.callbacks._tensorboard import TensorBoardLogger
 from jno_flax.callbacks._timer import Timer
 from jno_flax.callbacks._tracker import TrackerCallback
@@ -20,6 +21,6 @@ __all__ = [
     "AdaptiveWeightsCallback", "CSVLogger", "Callback", "ChunkMetrics", "EarlyStopping",
     "EveryNSteps", "GradientConflict", "InGraph", "LearningRateMonitor", "Logger",
     "ModelCheckpoint", "ModelSummary", "NTKDiagnostics", "PlotCallback", "ProgressBar",
-    "StepMetrics", "TensorBoardLogger", "TerminateOnNaN", "Timer", "TrackerCallback",
+    "StepMetrics", "SwitchOptimizer", "TensorBoardLogger", "TerminateOnNaN", "Timer", "TrackerCallback",
     "early_stopping_decision", "learning_rate_of",
 ]

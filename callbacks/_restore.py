@@ -7,7 +7,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import jax
 import numpy as np
@@ -177,8 +177,10 @@ def _read(path: str, target) -> dict[str, Any]:
 
 
 def restore(ckpt_path: str, callbacks: list[Callback], problem: "Problem",
-            state: "TrainState") -> Restored | None:
-    """Read the checkpoint ``ckpt_path`` names, for a run whose fresh state is ``state``.
+            state_for: Callable[[int], "TrainState"]) -> Restored | None:
+    """Read the checkpoint ``ckpt_path`` names, for a run whose state at a checkpoint of step
+    ``s`` has the structure of ``state_for(s)`` (arrays or ``jax.ShapeDtypeStruct`` leaves;
+    the optimizer states depend on the step when the optimizer is switched during a run).
 
     A checkpoint of another problem or optimizer (the fingerprint differs) is an error listing
     the differences, and nothing is restored. Only a checkpoint that cannot be read (I/O or
@@ -186,11 +188,12 @@ def restore(ckpt_path: str, callbacks: list[Callback], problem: "Problem",
     warning. ``None`` when ``"last"``/``"best"`` finds no checkpoint yet.
     """
     candidates = resolve(ckpt_path, callbacks)
-    current = fingerprint(problem, state)
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     for i, path in enumerate(candidates):
         try:
             metadata = read_metadata(path)
+            state = state_for(int(metadata["step"]))
+            current = fingerprint(problem, state)
+            target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
             mismatch = fingerprint_mismatch(metadata["fingerprint"], current)
             if not mismatch:
                 items = _read(path, target)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
@@ -57,3 +58,62 @@ def test_changing_the_optimizer_between_solves_starts_its_state_fresh(tiny):
     final = float(sum(np.asarray(v) for v in crux.eval([tiny.pde, tiny.bc])))  # the weights
     assert final < h.total_loss[5]  # L-BFGS went downhill from there
     assert not np.array_equal(trained, np.asarray(crux.eval(tiny.u)))
+
+
+def _lbfgs_problem():
+    from tests.conftest import TinyProblem
+    t = TinyProblem()
+    return t, t.core(jnn.tracker(t.error, 5, name="err"))
+
+
+def _same(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_switch_at_a_step_equals_two_solves():
+    from jno_flax.callbacks import SwitchOptimizer
+    t, two = _lbfgs_problem()
+    two.solve(12, **QUIET)
+    t.net.optimizer(optax.lbfgs())
+    h_two = two.solve(8, **QUIET)
+    _, one = _lbfgs_problem()
+    h_one = one.solve(20, callbacks=[SwitchOptimizer(12, optax.lbfgs())], **QUIET)
+    np.testing.assert_array_equal(h_one.total_loss, h_two.total_loss)
+    _same(one.state, two.state)
+
+
+def test_resume_across_a_switch_is_bit_identical(tmp_path):
+    from jno_flax.callbacks import ModelCheckpoint, SwitchOptimizer
+    from jno_flax.trainers import Trainer
+
+    def fit(crux, steps, ckpt_path=None):
+        cbs = [ModelCheckpoint(tmp_path, every_n_train_steps=10, save_top_k=-1),
+               SwitchOptimizer(15, {"u": optax.lbfgs()})]
+        return Trainer(max_steps=steps, callbacks=cbs, **QUIET).fit(crux, ckpt_path=ckpt_path)
+    _, full = _lbfgs_problem()
+    h_full = Trainer(max_steps=40, callbacks=[SwitchOptimizer(15, optax.lbfgs())],
+                     **QUIET).fit(full)
+    _, part = _lbfgs_problem()
+    fit(part, 30)
+    for ckpt in ("10", "30"):  # before and after the switch
+        _, resumed = _lbfgs_problem()
+        h = fit(resumed, 40, ckpt_path=str(tmp_path / ckpt))
+        np.testing.assert_array_equal(h.total_loss, h_full.total_loss)
+        _same(resumed.state, full.state)
+
+
+def test_switch_optimizer_errors(tiny):
+    from jno_flax.callbacks import SwitchOptimizer
+    with pytest.raises(ValueError, match="`at_step` must be a positive integer"):
+        SwitchOptimizer(0, optax.lbfgs())
+    with pytest.raises(TypeError, match="`optimizer` must be an optax GradientTransformation"):
+        SwitchOptimizer(5, "lbfgs")
+    crux = tiny.core()
+    with pytest.raises(ValueError, match=r"SwitchOptimizer `optimizer` names \['v'\], which are "
+                                         r"not trained trainables; trained: \['u'\]"):
+        crux.solve(5, callbacks=[SwitchOptimizer(3, {"v": optax.lbfgs()})], **QUIET)
+    crux.solve(10, **QUIET)
+    with pytest.raises(ValueError, match="SwitchOptimizer `at_step` 5 has already passed: the "
+                                         "run starts at step 10"):
+        crux.solve(5, callbacks=[SwitchOptimizer(5, optax.lbfgs())], **QUIET)

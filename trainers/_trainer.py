@@ -20,6 +20,7 @@ from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMe
 from jno_flax.callbacks._logger import Logger
 from jno_flax.callbacks._periodic import EveryNSteps
 from jno_flax.callbacks._restore import restore
+from jno_flax.callbacks._switch import SwitchOptimizer
 from jno_flax.trainers._chunk import ChunkProgram
 from jno_flax.trainers._history import History
 from jno_flax.trainers._signals import DeferredSignals
@@ -120,6 +121,8 @@ class Trainer:
         self.history: History | None = None
         self.quantities: list[InGraph] = []
         self.txs: dict[str, optax.GradientTransformation] = {}
+        self._base_txs: dict[str, optax.GradientTransformation] = {}
+        self._switches: list[SwitchOptimizer] = []
         #: interval quantities at the start of nested blocks instead of a per-step ``lax.cond``
         #: (see ``trainers/_chunk.py``); default: on accelerators, not on CPU
         self.nested_intervals = jax.default_backend() != "cpu"
@@ -273,8 +276,13 @@ class Trainer:
         with DeferredSignals(self, enabled=self.handle_signals):
             try:
                 self._call("setup", stage)
-                self.txs = {n: optax_transform(f"configure_optimizers()[{n!r}]", tx)
-                            for n, tx in self.configure_optimizers(problem).items()}
+                self._base_txs = {n: optax_transform(f"configure_optimizers()[{n!r}]", tx)
+                                  for n, tx in self.configure_optimizers(problem).items()}
+                self._switches = sorted((cb for cb in self.callbacks
+                                         if isinstance(cb, SwitchOptimizer)),
+                                        key=lambda cb: cb.at_step)
+                start = int(problem.state.step) if continue_run else 0
+                self.txs = self.transforms_at(start)
                 self.state = self._initial_state(problem, continue_run)
                 self._step = int(self.state.step)
                 self.history = (problem.history if continue_run and problem.history is not None
@@ -305,9 +313,16 @@ class Trainer:
 
     def _restore(self, problem: Problem, ckpt_path: str) -> None:
         """Assign the state, History and callback states a checkpoint holds."""
-        restored = restore(ckpt_path, self.callbacks, problem, self.state)
+        def state_for(step: int) -> TrainState:  # the optimizers of the step before it
+            txs = self.transforms_at(max(step - 1, 0))
+            return self.state.replace(opt_state={
+                n: (self.state.opt_state[n] if txs[n] is self.txs[n]
+                    else jax.eval_shape(txs[n].init, self.state.params[n])) for n in txs})
+
+        restored = restore(ckpt_path, self.callbacks, problem, state_for)
         if restored is None:  # "last" / "best" with no checkpoint yet: a fresh start
             return
+        self.txs = self.transforms_at(max(int(restored.state.step) - 1, 0))
         self.state, self.history = restored.state, restored.history
         self._step = int(self.state.step)
         for cb in self.callbacks:
@@ -361,6 +376,31 @@ class Trainer:
                 quantities.append(q)
         return quantities
 
+    def transforms_at(self, step: int) -> dict[str, optax.GradientTransformation]:
+        """The optax transform of every trained trainable at ``step``: those of
+        :meth:`configure_optimizers`, replaced by every ``SwitchOptimizer`` whose ``at_step``
+        is reached."""
+        txs = dict(self._base_txs)
+        for cb in self._switches:
+            if step >= cb.at_step:
+                txs.update(cb.transforms(list(self._base_txs)))
+        return txs
+
+    def _switch_transforms(self, state: TrainState, step: int) -> TrainState:
+        """``state`` ready for the transforms of ``step``: a transform that changed (or whose
+        state does not fit) starts from a fresh state at the current weights."""
+        txs = self.transforms_at(step)
+        opt_state = dict(state.opt_state)
+        for n, tx in txs.items():
+            fits = (jax.tree.structure(jax.eval_shape(tx.init, state.params[n]))
+                    == jax.tree.structure(opt_state[n]))
+            if tx is not self.txs[n] or not fits:
+                opt_state[n] = jax.tree.map(jnp.copy, tx.init(state.params[n]))
+        for cb in self._switches:
+            cb.done = cb.done or step >= cb.at_step
+        self.txs = txs
+        return state.replace(opt_state=opt_state)
+
     def _initial_state(self, problem: Problem, continue_run: bool) -> TrainState:
         """The state to start from: the live modules' weights (so edits of ``model.module``
         or ``problem.load_weights`` between fits count); when continuing, the step, RNG,
@@ -407,7 +447,8 @@ class Trainer:
         cap = min(self.chunk_size, max(1, self.max_steps - self.global_step))
         return max(1, min(cap, int(self.max_record_bytes // max(per_step, 1))))
 
-    def _compiled(self, problem: Problem, batch) -> tuple[Any, ChunkProgram, int]:
+    def _compiled(self, problem: Problem, batch, state: TrainState
+                  ) -> tuple[Any, ChunkProgram, int]:
         """The jitted chunk runner (one compilation per distinct chunk length and phase,
         reused by later ``fit`` calls), its program and the longest chunk the record memory
         bound allows."""
@@ -415,9 +456,9 @@ class Trainer:
                            for q in self.quantities)
         signature = (id(problem), quantities, self.nested_intervals,
                      tuple((n, id(tx)) for n, tx in self.txs.items()),
-                     jax.tree.structure(self.state))
+                     jax.tree.structure(state))
         if signature not in self._cache:
-            out_struct = jax.eval_shape(lambda s: self.training_step(s, batch)[1], self.state)
+            out_struct = jax.eval_shape(lambda s: self.training_step(s, batch)[1], state)
             program = ChunkProgram(self, self.quantities, self._dense_quantities(),
                                    nested=self.nested_intervals)
             run = jax.jit(program(), static_argnums=(2, 3), donate_argnums=0)
@@ -460,18 +501,21 @@ class Trainer:
         if self.global_step >= self.max_steps:
             self._call("on_train_start")
             return
-        run_chunk, program, capacity = self._compiled(problem, batch)
         sync = [EveryNSteps(f"{type(cb).__name__}.sync_every()", n)
                 for cb in self.callbacks if (n := cb.sync_every(self)) is not None]
+        switch_steps = [cb.at_step for cb in self._switches]
         per_step_hooks = [cb for cb in self.callbacks
                           if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
         chunk_hooks = [cb for cb in self.callbacks
                        if type(cb).on_train_chunk_end is not Callback.on_train_chunk_end]
 
-        def launch(state: TrainState, s0: int) -> tuple[int, int, TrainState, Any]:
-            end = min([s0 + capacity, self.max_steps] + [p.next_boundary(s0) for p in sync])
+        def launch(state: TrainState, s0: int) -> tuple[int, int, ChunkProgram, TrainState, Any]:
+            state = self._switch_transforms(state, s0)
+            run_chunk, program, capacity = self._compiled(problem, batch, state)
+            end = min([s0 + capacity, self.max_steps] + [p.next_boundary(s0) for p in sync]
+                      + [s for s in switch_steps if s > s0])
             new_state, records = run_chunk(state, batch, end - s0, s0 % program.period)
-            return s0, end, new_state, records
+            return s0, end, program, new_state, records
 
         self._call("on_train_start")
         pending = None
@@ -480,7 +524,7 @@ class Trainer:
                 if self.global_step >= self.max_steps:
                     break
                 pending = launch(self.state, self.global_step)
-            s0, end, new_state, records = pending
+            s0, end, program, new_state, records = pending
             pending = None
             if self.overlap_callbacks and end < self.max_steps:
                 seen = jax.tree.map(jnp.copy, new_state)  # enqueued before the donation
