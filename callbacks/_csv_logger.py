@@ -6,9 +6,11 @@ import csv
 import os
 from typing import TYPE_CHECKING
 
+from jno_flax.callbacks._callback import ChunkMetrics
 from jno_flax.callbacks._logger import Logger
 
 if TYPE_CHECKING:  # pragma: no cover
+    from jno_flax import Problem
     from jno_flax.trainers import Trainer
 
 METRICS_FILE = "metrics.csv"
@@ -25,6 +27,8 @@ class CSVLogger(Logger):
 
     >>> Trainer(max_steps=5000, logger=[TensorBoardLogger("runs"), CSVLogger("runs")])
     """
+
+    _rows: list[dict[str, float]] | None = None  # set by `open`
 
     def open(self, trainer: "Trainer", start_step: int) -> None:
         self._rows: list[dict[str, float]] = []
@@ -58,10 +62,11 @@ class CSVLogger(Logger):
             self._written = len(self._rows)
 
     def close(self) -> None:
-        if hasattr(self, "_rows"):
+        if self._rows is not None:
             self.flush()
 
-    def on_train_chunk_end(self, trainer, problem, chunk) -> None:
+    def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
+                           chunk: ChunkMetrics) -> None:
         super().on_train_chunk_end(trainer, problem, chunk)
         self.flush()
 

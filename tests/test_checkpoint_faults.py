@@ -39,6 +39,7 @@ def _leaves_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow  # 35 s; in-process corruption fallback: test_checkpoint.py
 def test_sigkill_during_an_async_save_falls_back_and_resumes_bit_identically(tmp_path):
     full = _child("full", tmp_path / "ck_full", tmp_path / "full.npz")
     assert full.returncode == 0, full.stderr[-2000:]

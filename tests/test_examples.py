@@ -28,8 +28,10 @@ def _run(example: Path, cwd: Path, steps: int | None) -> str:
     return out.stdout
 
 
-#: examples whose short run still takes long (several processes); run with `-m slow`
-SLOW = {"07_resume.py"}
+#: examples whose short run still takes long (several processes), or whose features the unit
+#: tests cover (diagnostics, adaptive weights); run with `-m slow`
+SLOW = {"04_ntk_diagnostics.py", "05_gradient_conflict.py", "06_adaptive_weights.py",
+        "07_resume.py"}
 
 
 @pytest.mark.parametrize("example", [pytest.param(e, marks=pytest.mark.slow) if e.name in SLOW
@@ -45,7 +47,7 @@ def test_main_example_reaches_its_stated_accuracy(tmp_path):
     stdout = _run(EXAMPLES[0], tmp_path, steps=None)
     err = float(re.search(r"relative L2 error: ([0-9.e+-]+)", stdout).group(1))
     assert err < 2e-2, stdout
-    assert any((tmp_path / "runs" / "01_poisson_2d").glob("events.out.tfevents.*"))
+    assert any((tmp_path / "runs" / "01_poisson_2d").glob("version_*/events.out.tfevents.*"))
 
 
 @pytest.mark.slow

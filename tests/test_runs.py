@@ -170,7 +170,7 @@ class _Stop(Callback):
             trainer.stop("test stop")
 
 
-@pytest.mark.parametrize("stop_at", [None, 21])
+@pytest.mark.parametrize("stop_at", [21])  # chunks overlapped up to a stop mid-run
 def test_overlapping_host_work_changes_no_number(stop_at):
     runs = []
     for overlap in (True, False):
