@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jno_flax._checks import integer, positive_int
+from jno_flax._checks import integer
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
 from jno_flax.callbacks._periodic import EveryNSteps
 from jno_flax.callbacks._restore import READ_ERRORS, fingerprint, history_arrays, read_metadata
@@ -97,9 +97,7 @@ class ModelCheckpoint(Callback):
         self.dirpath = self._given_dirpath or ""
         self.filename = filename
         self.monitor, self.mode = monitor, mode
-        every = positive_int("every_n_train_steps", every_n_train_steps, steps=True,
-                             allow_none=True)
-        self._every = None if every is None else EveryNSteps("every_n_train_steps", every)
+        self._every = EveryNSteps.optional("every_n_train_steps", every_n_train_steps)
         self.every_n_train_steps = None if self._every is None else self._every.n
         self.save_last = bool(save_last)
         self.async_save = bool(async_save)
@@ -188,8 +186,7 @@ class ModelCheckpoint(Callback):
 
     def on_fit_start(self, trainer: "Trainer", problem: "Problem") -> None:
         if self.monitor is not None:
-            available = (["loss"] + list(problem.constraints)
-                         + [q.name for q in trainer.quantities])
+            available = trainer.logged_names()
             if self.monitor not in available:
                 raise ValueError(f"ModelCheckpoint `monitor` {self.monitor!r} is not a logged "
                                  f"quantity; available: {available}.")

@@ -20,6 +20,12 @@ class EveryNSteps:
     def __init__(self, arg: str, n: int):
         self.n = positive_int(arg, n, steps=True)
 
+    @classmethod
+    def optional(cls, arg: str, n: int | None) -> "EveryNSteps | None":
+        """A period of ``n`` steps, or ``None`` when ``n`` is ``None`` (the action is off)."""
+        n = positive_int(arg, n, steps=True, allow_none=True)
+        return None if n is None else cls(arg, n)
+
     def __repr__(self) -> str:
         return f"EveryNSteps({self.n})"
 

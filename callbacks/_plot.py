@@ -20,8 +20,9 @@ class PlotCallback(Callback):
 
     Files are ``<dirpath>/<name>_<step>.png`` (``dirpath`` defaults to
     ``<trainer.default_root_dir>/figures``); every logger in ``trainer.loggers`` also
-    receives it (``Logger.log_figure``, under the tag ``name``; TensorBoard writes it). The callback asks for a chunk boundary at its
-    period, so ``fn`` sees the live weights (``problem.eval(...)`` works inside it).
+    receives it (``Logger.log_figure``, under the tag ``name``; TensorBoard writes it). The
+    callback asks for a chunk boundary at its period, so ``fn`` sees the live weights
+    (``problem.eval(...)`` works inside it).
 
     >>> def plot(trainer, problem):
     ...     fig, ax = plt.subplots(); ax.plot(np.asarray(problem.eval(u))[0, :, 0]); return fig

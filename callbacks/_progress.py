@@ -40,7 +40,7 @@ class ProgressBar(Callback):
         self._latest: dict[str, float] = {}
 
     def on_fit_start(self, trainer: "Trainer", problem: "Problem") -> None:
-        available = ["loss"] + list(problem.constraints) + [q.name for q in trainer.quantities]
+        available = trainer.logged_names()
         unknown = [m for m in self.metrics if m not in available]
         if unknown:
             raise ValueError(f"ProgressBar `metrics` {unknown} are not logged; available: "

@@ -116,7 +116,7 @@ class EarlyStopping(Callback):
         return f"EarlyStopping[{self.monitor}]"
 
     def on_fit_start(self, trainer: "Trainer", problem: "Problem") -> None:
-        available = ["loss"] + list(problem.constraints) + [q.name for q in trainer.quantities]
+        available = trainer.logged_names()
         if self.monitor not in available:
             raise ValueError(f"EarlyStopping `monitor` {self.monitor!r} is not a logged "
                              f"quantity; available: {available}.")

@@ -49,11 +49,10 @@ class TensorBoardLogger(Logger):
         super().__init__(save_dir, name, version, log_every_n_steps, aggregation, hparams)
         if (figure_fn is None) != (figure_every_n_steps is None):
             raise ValueError("`figure_fn` and `figure_every_n_steps` go together; give both.")
-        self.histogram_every = (None if histogram_every_n_steps is None else
-                                EveryNSteps("histogram_every_n_steps", histogram_every_n_steps))
+        self.histogram_every = EveryNSteps.optional("histogram_every_n_steps",
+                                                    histogram_every_n_steps)
         self.figure_fn = figure_fn
-        self.figure_every = (None if figure_every_n_steps is None else
-                             EveryNSteps("figure_every_n_steps", figure_every_n_steps))
+        self.figure_every = EveryNSteps.optional("figure_every_n_steps", figure_every_n_steps)
         self.writer: SummaryWriter | None = None
 
     def sync_every(self, trainer: "Trainer") -> int | None:

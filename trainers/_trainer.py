@@ -161,6 +161,12 @@ class Trainer:
         """Steps done (of the live state); known on the host without waiting for the device."""
         return self._step
 
+    def logged_names(self) -> list[str]:
+        """What ``fit`` records and callbacks may refer to (``monitor``, ``metrics``):
+        ``"loss"``, the constraint names and the in-graph quantity names."""
+        return (["loss"] + list(self.problem.constraints)
+                + [q.name for q in self.quantities])
+
     def stop(self, reason: str) -> None:
         """Ask training to stop after the current chunk, recording ``reason``."""
         if not self.should_stop:
