@@ -123,3 +123,38 @@ def test_switch_optimizer_errors(tiny):
     with pytest.raises(ValueError, match="SwitchOptimizer `at_step` 5 has already passed: the "
                                          "run starts at step 10"):
         crux.solve(5, callbacks=[SwitchOptimizer(5, optax.lbfgs())], **QUIET)
+
+
+def test_dropping_the_switched_chunk_in_flight_changes_no_number():
+    """With overlap, the chunk after the switch is launched before the callbacks of the chunk
+    ending at the switch run. A callback that stops there, or assigns ``trainer.state``,
+    drops it (and the switch it made); the run goes on exactly."""
+    from jno_flax.callbacks import Callback, SwitchOptimizer
+    from jno_flax.trainers import Trainer
+
+    class AtTen(Callback):
+        def __init__(self, action):
+            self.action, self.done = action, False
+
+        def on_train_chunk_end(self, trainer, problem, chunk):
+            if chunk.last_step + 1 == 10 and not self.done:
+                self.done = True
+                if self.action == "stop":
+                    trainer.stop("test stop at the switch")
+                else:
+                    trainer.state = jax.tree.map(jnp.copy, trainer.state)
+
+    second = optax.rmsprop(1e-3)
+    _, full = _lbfgs_problem()
+    h_full = Trainer(max_steps=20, chunk_size=5, callbacks=[SwitchOptimizer(10, second)],
+                     **QUIET).fit(full)
+    for action in ("stop", "replace"):
+        _, part = _lbfgs_problem()
+        trainer = Trainer(max_steps=20, chunk_size=5,
+                          callbacks=[SwitchOptimizer(10, second), AtTen(action)], **QUIET)
+        h = trainer.fit(part)
+        if action == "stop":
+            assert part.global_step == 10
+            h = trainer.fit(part)  # the same trainer continues the run
+        np.testing.assert_array_equal(h.total_loss, h_full.total_loss)
+        _same(part.state, full.state)

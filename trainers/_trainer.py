@@ -393,14 +393,13 @@ class Trainer:
         return txs
 
     def _switch_transforms(self, state: TrainState, step: int) -> TrainState:
-        """``state`` ready for the transforms of ``step``: a transform that changed (or whose
-        state does not fit) starts from a fresh state at the current weights."""
+        """``state`` (whose optimizer states are those of ``self.txs``) ready for the
+        transforms of ``step``: a transform that changed starts from a fresh state at the
+        current weights."""
         txs = self.transforms_at(step)
         opt_state = dict(state.opt_state)
         for n, tx in txs.items():
-            fits = (jax.tree.structure(jax.eval_shape(tx.init, state.params[n]))
-                    == jax.tree.structure(opt_state[n]))
-            if tx is not self.txs[n] or not fits:
+            if tx is not self.txs[n]:
                 opt_state[n] = jax.tree.map(jnp.copy, tx.init(state.params[n]))
         for cb in self._switches:
             cb.done = cb.done or step >= cb.at_step
@@ -541,9 +540,13 @@ class Trainer:
             chunk = self._record(s0, end, program, jax.device_get(records))
             self.publish_weights(problem)
             self._dispatch(chunk, per_step_hooks, chunk_hooks)
-            if self.state is not seen:  # a callback replaced the state: go on from it
+            replaced = self.state is not seen  # a callback replaced the state: go on from it
+            if replaced:
                 self._step = int(self.state.step)
-                pending = None
+            if pending is not None and (replaced or self.should_stop):
+                pending = None  # the chunk in flight is dropped, and with it any switch of
+                # transforms its launch made: back to those of the state's last step
+                self.txs = self.transforms_at(max(self._step - 1, 0))
 
     def _record(self, s0: int, end: int, program: ChunkProgram, records: dict
                 ) -> ChunkMetrics:
