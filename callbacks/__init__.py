@@ -1,7 +1,8 @@
 """Trainer callbacks: hooks, in-graph quantities (trackers) and built-in behaviours."""
 
 from jno_flax.callbacks._adaptive import AdaptiveWeightsCallback
-from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMetrics
+from jno_flax.callbacks._callback import (Callback, ChunkMetrics, InGraph, StateUpdate,
+                                          StepMetrics)
 from jno_flax.callbacks._checkpoint import ModelCheckpoint
 from jno_flax.callbacks._csv_logger import CSVLogger
 from jno_flax.callbacks._diagnostics import GradientConflict, NTKDiagnostics
@@ -10,6 +11,7 @@ from jno_flax.callbacks._lr_monitor import LearningRateMonitor, learning_rate_of
 from jno_flax.callbacks._periodic import EveryNSteps
 from jno_flax.callbacks._plot import PlotCallback
 from jno_flax.callbacks._progress import ProgressBar
+from jno_flax.callbacks._resample import ResamplePoints
 from jno_flax.callbacks._stopping import EarlyStopping, TerminateOnNaN, early_stopping_decision
 from jno_flax.callbacks._summary import ModelSummary
 from jno_flax.callbacks._switch import SwitchOptimizer
@@ -21,6 +23,7 @@ __all__ = [
     "AdaptiveWeightsCallback", "CSVLogger", "Callback", "ChunkMetrics", "EarlyStopping",
     "EveryNSteps", "GradientConflict", "InGraph", "LearningRateMonitor", "Logger",
     "ModelCheckpoint", "ModelSummary", "NTKDiagnostics", "PlotCallback", "ProgressBar",
-    "StepMetrics", "SwitchOptimizer", "TensorBoardLogger", "TerminateOnNaN", "Timer", "TrackerCallback",
+    "ResamplePoints", "StateUpdate", "StepMetrics", "SwitchOptimizer", "TensorBoardLogger",
+    "TerminateOnNaN", "Timer", "TrackerCallback",
     "early_stopping_decision", "learning_rate_of",
 ]

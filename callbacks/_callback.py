@@ -14,10 +14,12 @@ given to the trainer, built-in trackers first.
 A callback stops training by calling ``trainer.stop(reason)`` (which sets
 ``trainer.should_stop``); hooks never return decisions.
 
-Two declarations shape the fused loop:
+Three declarations shape the fused loop:
 
 * :meth:`Callback.in_graph` returns quantities computed *inside* the compiled step at an
   interval (their values arrive in ``StepMetrics.values`` at the steps they were recorded);
+* :meth:`Callback.state_updates` returns entries of ``TrainState.extras`` that change inside
+  the compiled loop every ``n`` steps (resampled collocation points);
 * :meth:`Callback.sync_every` asks for a chunk boundary every ``n`` steps, where
   ``trainer.state`` is the state after that step.
 
@@ -40,6 +42,30 @@ from jno_flax._checks import positive_int
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Expr, Problem
     from jno_flax.trainers import Trainer
+
+
+@dataclass(frozen=True, eq=False)
+class StateUpdate:
+    """An entry of ``TrainState.extras`` that changes inside the fused loop: before the steps
+    ``s = interval, 2 * interval, ...`` (once every ``interval`` steps done), the entry becomes
+    ``update(state, batch)``, where ``batch`` holds the current points.
+
+    Attributes:
+        name: the key in ``TrainState.extras`` (a point set's key ``points_<k>`` makes the
+            entry that point set's points).
+        interval: period in steps.
+        init: ``() -> value`` before training.
+        update: ``(state, batch) -> value``, traced inside the step.
+    """
+
+    name: str
+    interval: int
+    init: Callable[[], Any]
+    update: Callable[[Any, dict], Any]
+
+    def __post_init__(self):
+        check_name("name", self.name)
+        positive_int("interval", self.interval, steps=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,6 +170,11 @@ class Callback:
     # ------------------------------------------------------------------ declarations
     def in_graph(self, trainer: "Trainer", problem: "Problem") -> Sequence[InGraph]:
         """Quantities to compute inside the fused step; called once at fit start."""
+        return ()
+
+    def state_updates(self, trainer: "Trainer", problem: "Problem") -> Sequence[StateUpdate]:
+        """Entries of ``TrainState.extras`` this callback changes inside the fused loop
+        (e.g. resampled points); called once at fit start, after ``setup``."""
         return ()
 
     def sync_every(self, trainer: "Trainer") -> int | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -19,10 +21,18 @@ class BoundarySample:
 
 
 class Geometry:
-    """A bounded region of R^dim."""
+    """A bounded region of R^dim.
+
+    Besides the NumPy samplers used when a domain is built, every geometry maps unit-cube
+    samples to interior points with JAX (:meth:`interior_jax`, :meth:`contains_jax`) for
+    drawing new points inside a compiled step; where that map is not onto the interior (a
+    polygon maps its bounding box), ``acceptance`` is the fraction it keeps.
+    """
 
     dim: int
     side_names: tuple[str, ...] = ()
+    #: expected fraction of :meth:`interior_jax` samples that :meth:`contains_jax` keeps
+    acceptance: float = 1.0
 
     def describe(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -57,6 +67,16 @@ class Geometry:
     def distance_to_boundary(self, p: np.ndarray) -> np.ndarray:
         raise NotImplementedError  # pragma: no cover
 
+    def interior_jax(self, u: jax.Array) -> jax.Array:
+        """:meth:`interior` with JAX, without rejection: ``(N, interior_dims)`` unit-cube
+        samples to ``(N, dim)`` candidate points."""
+        raise NotImplementedError  # pragma: no cover
+
+    def contains_jax(self, p: jax.Array) -> jax.Array:
+        """Which candidates of :meth:`interior_jax` lie inside (all of them by default: the
+        map is onto the interior)."""
+        return jnp.ones(p.shape[:1], bool)
+
 
 def _grid_counts(n: int, lengths: np.ndarray) -> list[int]:
     """Per-axis counts of a tensor grid with about ``n`` points, proportional to ``lengths``."""
@@ -89,9 +109,23 @@ class Segments(Geometry):
         self.normals = np.stack([edge[:, 1], -edge[:, 0]], axis=1) / self.lengths[:, None]
         self.side_names = side_names or tuple(f"side_{i}" for i in range(len(v)))
         self.lo, self.hi = v.min(axis=0), v.max(axis=0)
+        self.acceptance = abs(area) / float(np.prod(self.hi - self.lo))
 
     def describe(self) -> str:
         return f"polygon with {len(self.vertices)} vertices"
+
+    def interior_jax(self, u):
+        return jnp.asarray(self.lo, u.dtype) + u[:, :2] * jnp.asarray(self.hi - self.lo, u.dtype)
+
+    def contains_jax(self, p):
+        """Crossing-number test, as :meth:`contains`."""
+        x, y = p[:, 0:1], p[:, 1:2]
+        x0, y0 = self.starts[:, 0], self.starts[:, 1]
+        x1, y1 = self.ends[:, 0], self.ends[:, 1]
+        crosses = (y0 > y) != (y1 > y)
+        dy = np.where(y1 == y0, 1.0, y1 - y0)  # horizontal edges never cross
+        xc = x0 + (y - y0) * (x1 - x0) / dy
+        return jnp.sum(crosses & (x < xc), axis=1) % 2 == 1
 
     def contains(self, p):
         p = np.asarray(p, dtype=np.float64)
@@ -153,6 +187,9 @@ class Interval(Geometry):
     def interior(self, u):
         return self.a + u[:, :1] * (self.b - self.a)
 
+    def interior_jax(self, u):
+        return self.a + u[:, :1] * (self.b - self.a)
+
     def interior_grid(self, n):
         return np.linspace(self.a, self.b, n + 2)[1:-1, None]
 
@@ -190,6 +227,9 @@ class Rect(Segments):
     def contains(self, p):
         return np.all((p > self.lo) & (p < self.hi), axis=1)
 
+    def contains_jax(self, p):
+        return jnp.ones(p.shape[:1], bool)
+
 
 class Disk(Geometry):
     dim = 2
@@ -206,6 +246,12 @@ class Disk(Geometry):
         r = self.radius * np.sqrt(u[:, 0])
         th = 2 * np.pi * u[:, 1]
         return self.center + np.stack([r * np.cos(th), r * np.sin(th)], axis=1)
+
+    def interior_jax(self, u):
+        r = self.radius * jnp.sqrt(u[:, 0])
+        th = 2 * jnp.pi * u[:, 1]
+        return jnp.asarray(self.center, u.dtype) + jnp.stack([r * jnp.cos(th), r * jnp.sin(th)],
+                                                             axis=1)
 
     def interior_grid(self, n):
         counts = _grid_counts(int(np.ceil(n * 4 / np.pi)), np.array([2.0, 2.0]) * self.radius)
@@ -250,6 +296,9 @@ class Box(Geometry):
 
     def interior(self, u):
         return self.lo + u[:, :3] * (self.hi - self.lo)
+
+    def interior_jax(self, u):
+        return jnp.asarray(self.lo, u.dtype) + u[:, :3] * jnp.asarray(self.hi - self.lo, u.dtype)
 
     def interior_grid(self, n):
         counts = _grid_counts(n, self.hi - self.lo)

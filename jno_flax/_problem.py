@@ -145,7 +145,8 @@ class Problem:
 
     # ------------------------------------------------------------------ evaluation
     def eval(self, exprs, inputs: dict[Variable, Any] | None = None):
-        """Evaluate expressions with the current weights.
+        """Evaluate expressions with the current weights, on the current points (those a
+        ``ResamplePoints`` callback drew last, for a resampled point set).
 
         Args:
             exprs: an expression (or tracker, or trainable parameter) or a list of them.
@@ -160,6 +161,10 @@ class Problem:
         nodes = [it.expr if isinstance(it, Tracker) else as_expr(it, "exprs") for it in items]
         registry = Registry(self.outputs + nodes)
         batch = registry.batch()
+        if self.state is not None:  # resampled point sets: the points training reached
+            batch.update({registry.key(ps): self.state.extras[self.registry.key(ps)]
+                          for ps in self.registry.pointsets
+                          if self.registry.key(ps) in self.state.extras})
         batch.update(self._input_batch(registry, nodes, inputs or {}))
         key = tuple(n.key for n in nodes) + tuple(sorted(batch))
         fn = self._eval_cache.get(key)

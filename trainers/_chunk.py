@@ -12,7 +12,8 @@ at the start of its own block, with no predicate at all::
 Only one training step is traced whatever the nesting (the head and the tail add traces only
 when a chunk does not start or end on a block boundary). Quantities whose interval does not
 divide the larger ones, and functions of the state after the step (``after_step``), use the
-per-step ``lax.cond`` form.
+per-step ``lax.cond`` form, and so do in-loop state updates (:class:`StateUpdate`, e.g.
+resampled points), which run at the start of the steps they are due, before any quantity.
 
 The nested layout is used on accelerators. On CPU a ``lax.cond`` is a branch of the host loop
 and costs nothing, and the flat layout keeps resume bit-identical whatever the chunk
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jno_flax.callbacks._callback import InGraph
-from jno_flax.trainers._state import TrainState, all_finite
+from jno_flax.trainers._state import TrainState, all_finite, current_points
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax.trainers import Trainer
@@ -119,12 +120,22 @@ class ChunkProgram:
                                                     trainer._struct_of(q).dtype)
                                   for q in g.quantities}
 
-            def write_rows(g: Group, step, seen_state, bufs):
+            def apply_updates(state: TrainState) -> TrainState:
+                """The in-loop state updates due before this step (``s = k, 2k, ...``)."""
+                for u in trainer.updates:
+                    due = (state.step % u.interval == 0) & (state.step > 0)
+                    value = jax.lax.cond(
+                        due, lambda st, u=u: u.update(st, current_points(st, batch)),
+                        lambda st, u=u: st.extras[u.name], state)
+                    state = state.replace(extras={**state.extras, u.name: value})
+                return state
+
+            def write_rows(g: Group, step, seen_state, points, bufs):
                 k = g.interval
                 first = (s0 + k - 1) // k * k
 
                 def write(buf):
-                    values = trainer._evaluate(g.quantities, seen_state, batch)
+                    values = trainer._evaluate(g.quantities, seen_state, points)
                     row = (step - first) // k
                     return {name: buf[name].at[row].set(v) for name, v in values.items()}
                 if k == 1:
@@ -135,14 +146,16 @@ class ChunkProgram:
                 state, bufs = carry
                 bufs = dict(bufs)
                 step = state.step
+                state = apply_updates(state)
+                points = current_points(state, batch)
                 for g in conditional:
                     if not g.after:
-                        bufs[g.key] = write_rows(g, step, state, bufs[g.key])
-                new, out = trainer.training_step(state, batch)
+                        bufs[g.key] = write_rows(g, step, state, points, bufs[g.key])
+                new, out = trainer.training_step(state, trainer.minibatch(state, points))
                 state = keep_finite(state, new, out["loss"])
                 for g in conditional:
                     if g.after:
-                        bufs[g.key] = write_rows(g, step, state, bufs[g.key])
+                        bufs[g.key] = write_rows(g, step, state, points, bufs[g.key])
                 return (state, bufs), out
 
             def single_step(carry):
@@ -174,7 +187,8 @@ class ChunkProgram:
                 blocks, tail = divmod(n - head, k)
 
                 def block(carry, _):
-                    row = trainer._evaluate(g.quantities, carry[0], batch)
+                    row = trainer._evaluate(g.quantities, carry[0],
+                                            current_points(carry[0], batch))
                     carry, d, r = segment(carry, k, 0, depth + 1)
                     return carry, (row, d, r)
                 if blocks:
@@ -183,8 +197,8 @@ class ChunkProgram:
                                   {g.key: rows, **{key: _flatten_blocks(v)
                                                    for key, v in r.items()}}))
                 if tail:
-                    row = jax.tree.map(lambda x: x[None],
-                                       trainer._evaluate(g.quantities, carry[0], batch))
+                    row = jax.tree.map(lambda x: x[None], trainer._evaluate(
+                        g.quantities, carry[0], current_points(carry[0], batch)))
                     carry, d, r = segment(carry, tail, 0, depth + 1)
                     parts.append((d, {g.key: row, **r}))
                 dense = _concat([d for d, _ in parts])

@@ -15,6 +15,12 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
 
 
+def current_points(state: "TrainState", batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """``batch`` (the stored points by point-set key) with the points a state holds instead
+    (``extras["points_<k>"]``: resampled point sets)."""
+    return {key: state.extras.get(key, points) for key, points in batch.items()}
+
+
 @struct.dataclass
 class TrainState:
     """Everything that training advances, as one pytree (checkpointed whole).
@@ -25,7 +31,8 @@ class TrainState:
             parameter (frozen ones included, unchanged by training).
         opt_state: ``{trainable name: optax state}`` for every trainable that is not frozen.
         rng: base PRNG key; step ``s`` uses ``jax.random.fold_in(rng, s)``.
-        extras: further state owned by features (adaptive weights, samplers), by name.
+        extras: further state owned by features, by name: adaptive-weight states, and the
+            current points of resampled point sets under their point-set key (``points_<k>``).
     """
 
     step: jax.Array

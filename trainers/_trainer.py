@@ -16,11 +16,14 @@ from jno_flax._balancer import AdaptiveWeight
 from jno_flax._checks import integer, optax_transform, positive_int
 from jno_flax._evaluate import Evaluator
 from jno_flax._problem import Problem
-from jno_flax.callbacks._callback import Callback, ChunkMetrics, InGraph, StepMetrics
+from jno_flax.callbacks._callback import (Callback, ChunkMetrics, InGraph, StateUpdate,
+                                          StepMetrics)
 from jno_flax.callbacks._logger import Logger
 from jno_flax.callbacks._periodic import EveryNSteps
+from jno_flax.callbacks._resample import ResamplePoints
 from jno_flax.callbacks._restore import restore
 from jno_flax.callbacks._switch import SwitchOptimizer
+from jno_flax.trainers._batches import check_batch_size, draw_minibatch, resolve_batch_sizes
 from jno_flax.trainers._chunk import ChunkProgram
 from jno_flax.trainers._history import History
 from jno_flax.trainers._signals import DeferredSignals
@@ -69,6 +72,10 @@ class Trainer:
         overlap_callbacks: dispatch the next chunk before running the callbacks of the last
             one, so host work overlaps device work (see :meth:`_run`); the numbers are the
             same either way.
+        batch_size: mini-batches: every step trains on a random subset of the points, drawn
+            inside the step from the state's PRNG key (without replacement). An int applies
+            to every point set with more points; ``{variable: size}`` to the point set of each
+            variable (``{x: 1024}``). Trackers, diagnostics and ``crux.eval`` use all points.
 
     A step whose loss or updated parameters are not finite is recorded (its loss in the
     History) but not applied: the parameters, optimizer and balancer states stay as they were.
@@ -87,7 +94,7 @@ class Trainer:
                  chunk_size: int | None = None, log_every_n_steps: int = 100,
                  enable_progress_bar: bool = True, enable_model_summary: bool = True,
                  max_record_bytes: int = 256 * 2**20, handle_signals: bool = True,
-                 overlap_callbacks: bool = True):
+                 overlap_callbacks: bool = True, batch_size: Any = None):
         self.max_steps = positive_int("max_steps", max_steps)
         if not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"`callbacks` must be a list of Callback instances, got "
@@ -111,6 +118,12 @@ class Trainer:
         self.max_record_bytes = positive_int("max_record_bytes", max_record_bytes)
         self.handle_signals = bool(handle_signals)
         self.overlap_callbacks = bool(overlap_callbacks)
+        self.batch_size = check_batch_size(batch_size)
+        #: ``{point-set key: mini-batch size}`` of the current fit
+        self.batch_sizes: dict[str, int] = {}
+        #: entries of ``TrainState.extras`` changed inside the loop (resampled points)
+        self.updates: list[StateUpdate] = []
+        self._growing: list[ResamplePoints] = []
         self.received_signal: signal.Signals | None = None
         self.user_callbacks = list(callbacks)
         self.callbacks: list[Callback] = []
@@ -287,6 +300,8 @@ class Trainer:
                 self._switches = sorted((cb for cb in self.callbacks
                                          if isinstance(cb, SwitchOptimizer)),
                                         key=lambda cb: cb.at_step)
+                self.batch_sizes = resolve_batch_sizes(self.batch_size, problem)
+                self.updates = self._collect_updates(problem)
                 start = int(problem.state.step) if continue_run else 0
                 self.txs = self.transforms_at(start)
                 self.state = self._initial_state(problem, continue_run)
@@ -321,7 +336,12 @@ class Trainer:
         """Assign the state, History and callback states a checkpoint holds."""
         def state_for(step: int) -> TrainState:  # the optimizers of the step before it
             txs = self.transforms_at(max(step - 1, 0))
-            return self.state.replace(opt_state={
+            extras = dict(self.state.extras)
+            for cb in self._growing:  # rar-d: the points trained on by the step before it
+                points = extras[cb.initial_points().name]
+                extras[cb.initial_points().name] = jax.ShapeDtypeStruct(
+                    (cb.size_at(max(step - 1, 0)),) + points.shape[1:], points.dtype)
+            return self.state.replace(extras=extras, opt_state={
                 n: (self.state.opt_state[n] if txs[n] is self.txs[n]
                     else jax.eval_shape(txs[n].init, self.state.params[n])) for n in txs})
 
@@ -382,6 +402,32 @@ class Trainer:
                 quantities.append(q)
         return quantities
 
+    def _collect_updates(self, problem: Problem) -> list[StateUpdate]:
+        """The in-loop state updates of every callback (one per extras entry)."""
+        self._growing = [cb for cb in self.callbacks
+                         if isinstance(cb, ResamplePoints) and cb.grows]
+        updates: list[StateUpdate] = []
+        owners: dict[str, str] = {cb.initial_points().name: type(cb).__name__
+                                  for cb in self._growing}
+        for cb in self.callbacks:
+            for u in cb.state_updates(self, problem):
+                if not isinstance(u, StateUpdate):
+                    raise TypeError(f"{type(cb).__name__}.state_updates must return StateUpdate "
+                                    f"items, got {u!r}.")
+                if u.name in owners or u.name in problem.registry.initial_extras():
+                    raise ValueError(f"{type(cb).__name__} updates the state entry {u.name!r}, "
+                                     f"which {owners.get(u.name, 'an adaptive weight')} owns "
+                                     "already; one callback may change each entry (e.g. one "
+                                     "ResamplePoints per point set).")
+                owners[u.name] = type(cb).__name__
+                updates.append(u)
+        return updates
+
+    def minibatch(self, state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """The points step ``state.step`` trains on: a random subset of each point set with a
+        mini-batch size (``Trainer(batch_size=...)``), all points of the others."""
+        return draw_minibatch(self.batch_sizes, state, batch)
+
     def transforms_at(self, step: int) -> dict[str, optax.GradientTransformation]:
         """The optax transform of every trained trainable at ``step``: those of
         :meth:`configure_optimizers`, replaced by every ``SwitchOptimizer`` whose ``at_step``
@@ -426,7 +472,9 @@ class Trainer:
             else:  # distinct buffers: some transforms (lbfgs) share arrays between leaves
                 opt_state[name] = jax.tree.map(jnp.copy, tx.init(params[name]))
         # distinct buffers for every leaf: the state is donated to the compiled chunks
-        fresh_extras = jax.tree.map(jnp.copy, registry.initial_extras())
+        fresh_extras = jax.tree.map(jnp.copy, {
+            **registry.initial_extras(), **{u.name: u.init() for u in self.updates},
+            **{cb.initial_points().name: cb.initial_points().init() for cb in self._growing}})
         if prev is not None:
             return prev.replace(params=params, opt_state=opt_state,
                                 extras={**fresh_extras, **prev.extras})
@@ -461,11 +509,12 @@ class Trainer:
                            for q in self.quantities)
         signature = (id(problem), quantities, self.nested_intervals,
                      tuple((n, id(tx)) for n, tx in self.txs.items()),
-                     jax.tree.structure(state))
+                     tuple((u.name, u.interval, id(u.update)) for u in self.updates),
+                     tuple(sorted(self.batch_sizes.items())), jax.tree.structure(state))
         if signature not in self._cache:
             out_struct = jax.eval_shape(lambda s: self.training_step(s, batch)[1], state)
             program = ChunkProgram(self, self.quantities, self._dense_quantities(),
-                                   nested=self.nested_intervals)
+                                   nested=self.nested_intervals and not self.updates)
             run = jax.jit(program(), static_argnums=(2, 3), donate_argnums=0)
             self._cache = {signature: (run, program, out_struct)}  # one: old ones pin a problem
         run, program, out_struct = self._cache[signature]
@@ -483,10 +532,13 @@ class Trainer:
     def _dense_quantities(self) -> list[InGraph]:
         """Quantities computed in the loss's own forward pass: every-step expressions, and
         adaptive weights at any interval (so a tracked weight is exactly the one used)."""
+        if self.batch_sizes:  # the loss pass sees a mini-batch; quantities see all points
+            return [q for q in self.quantities if isinstance(q.expr, AdaptiveWeight)]
         return [q for q in self.quantities if q.expr is not None
                 and (q.interval == 1 or isinstance(q.expr, AdaptiveWeight))]
 
     def _evaluate(self, quantities: list[InGraph], state: TrainState, batch) -> dict[str, Any]:
+        """Quantities at ``state`` on the points ``batch`` (the state's current points)."""
         exprs = [q.expr for q in quantities if q.expr is not None]
         ev = Evaluator.of_state(self.problem.registry, state, batch, exprs)
         return {q.name: ev.value(q.expr) if q.expr is not None else q.fn(state)
@@ -516,6 +568,8 @@ class Trainer:
 
         def launch(state: TrainState, s0: int) -> tuple[int, int, ChunkProgram, TrainState, Any]:
             state = self._switch_transforms(state, s0)
+            for cb in self._growing:
+                state = cb.grow(state, batch, s0)
             run_chunk, program, capacity = self._compiled(problem, batch, state)
             end = min([s0 + capacity, self.max_steps] + [p.next_boundary(s0) for p in sync]
                       + [s for s in switch_steps if s > s0])

@@ -1,0 +1,229 @@
+"""Collocation points that move: ResamplePoints (uniform, RAD, RAR-D) and mini-batches."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import jno_flax as jno
+import jno_flax.numpy as jnn
+from jno_flax._sampling import rad_probabilities, uniform_points
+from jno_flax.callbacks import ModelCheckpoint, ResamplePoints
+from jno_flax.trainers import Trainer, TrainState
+
+QUIET = {"enable_progress_bar": False, "logger": False, "enable_model_summary": False}
+
+
+def _same(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _lshape_problem(n=64):
+    """A Poisson-like problem on the (non-convex) L-shape, with a tracker of mean(x)."""
+    dom = jno.domain.lshape(n_interior=n, n_boundary=32, seed=0)
+    x, y = dom.variable("interior")
+    xb, yb = dom.variable("boundary")
+    net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=8, depth=2, rngs=nnx.Rngs(0)), name="u")
+    net.optimizer(optax.adam(1e-2))
+    residual = net(x, y).laplacian(x, y) + 1.0
+    crux = jno.core([residual.mse.name("pde"), net(xb, yb).mse.name("bc"),
+                     jnn.tracker(jnn.mean(x), interval=1, name="mean_x")])
+    return dom, x, residual, crux
+
+
+# ---------------------------------------------------------------------- densities and draws
+def test_rad_probabilities_follow_the_formula():
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(50, 1))
+    for k, c in [(1.0, 1.0), (2.0, 0.0), (0.5, 3.0)]:
+        e = np.abs(r[:, 0]) ** k
+        ref = e / e.mean() + c
+        np.testing.assert_allclose(rad_probabilities(jnp.asarray(r), k, c), ref / ref.sum(),
+                                   rtol=1e-5)
+    v = rng.normal(size=(20, 3))  # a vector residual: its Euclidean norm per point
+    e = np.linalg.norm(v, axis=1)
+    np.testing.assert_allclose(rad_probabilities(jnp.asarray(v), 1.0, 1.0),
+                               (e / e.mean() + 1) / (e / e.mean() + 1).sum(), rtol=1e-5)
+    np.testing.assert_allclose(rad_probabilities(jnp.zeros((4, 1)), 1.0, 0.0), 0.25)
+
+
+@pytest.mark.parametrize("k, c, mean", [(1.0, 0.0, 2 / 3), (2.0, 0.0, 3 / 4),
+                                        (1.0, 1.0, 7 / 12)])
+def test_rad_draws_follow_the_density(k, c, mean):
+    """One point drawn from a pool by |r| = 2x on (0, 1): density ∝ (2x)^k / E + c, whose
+    mean is known in closed form; 4000 independent draws land within 4 standard errors."""
+    dom = jno.domain.interval(0, 1, n_interior=1, n_boundary=2, seed=0)
+    (x,) = dom.variable("interior")
+    net = jno.nn.wrap(jno.nn.MLP(1, 1, hidden=2, depth=1, rngs=nnx.Rngs(0)), name="u")
+    residual = 2.0 * x
+    crux = jno.core([jnn.mean(net(x) ** 2) + jnn.mean(residual)])
+    cb = ResamplePoints(residual, every_n_train_steps=1, strategy="rad", pool=400, k=k, c=c)
+    cb.setup(None, crux, "fit")
+    (update,) = cb.state_updates(None, crux)
+    batch = crux.registry.batch()
+    params = crux.registry.params()
+
+    def draw(step):
+        state = TrainState(step=step, params=params, opt_state={}, rng=jax.random.PRNGKey(1))
+        return update.update(state, batch)[0, 0]
+    picked = np.asarray(jax.jit(jax.vmap(draw))(jnp.arange(4000)))
+    assert np.all((picked > 0) & (picked < 1))
+    assert abs(picked.mean() - mean) < 4 * picked.std() / np.sqrt(len(picked))
+
+
+def test_uniform_draws_lie_in_a_non_convex_region_and_in_time():
+    dom = jno.domain.lshape(n_interior=10, n_boundary=8, seed=0)
+    pts = np.asarray(jax.jit(lambda k: uniform_points(dom.pointset("interior"), k, 5000))(
+        jax.random.PRNGKey(0)))
+    assert pts.shape == (5000, 2) and dom.geometry.contains(pts).all()
+    # the three quadrants of the L are hit evenly (the rejection keeps the law uniform)
+    quadrants = np.array([np.mean((pts[:, 0] < 0) & (pts[:, 1] < 0)),
+                          np.mean((pts[:, 0] > 0) & (pts[:, 1] < 0)),
+                          np.mean((pts[:, 0] < 0) & (pts[:, 1] > 0))])
+    np.testing.assert_allclose(quadrants, 1 / 3, atol=0.03)
+    st = jno.domain.disk(n_interior=10, n_boundary=8, time=(0.5, 2.0), seed=0)
+    inner = np.asarray(uniform_points(st.pointset("interior"), jax.random.PRNGKey(1), 500))
+    assert st.geometry.contains(inner[:, :2]).all()
+    assert inner[:, 2].min() >= 0.5 and inner[:, 2].max() <= 2.0 and inner[:, 2].std() > 0.3
+    initial = np.asarray(uniform_points(st.pointset("initial"), jax.random.PRNGKey(2), 100))
+    assert np.all(initial[:, 2] == 0.5) and st.geometry.contains(initial[:, :2]).all()
+
+
+# ---------------------------------------------------------------------- in training
+@pytest.mark.parametrize("strategy", ["uniform", "rad", "rar-d"])
+def test_resampled_points_lie_in_the_domain_and_reach_trackers_and_eval(strategy):
+    dom, x, residual, crux = _lshape_problem()
+    target = x if strategy == "uniform" else residual
+    cb = ResamplePoints(target, every_n_train_steps=10, strategy=strategy, n_add=(
+        8 if strategy == "rar-d" else None))
+    h = Trainer(max_steps=25, callbacks=[cb], **QUIET).fit(crux)
+    points = np.asarray(crux.state.extras["points_0"])
+    stored = dom.points("interior").astype(points.dtype)
+    assert points.shape == ((64 + 2 * 8) if strategy == "rar-d" else 64, 2)
+    assert dom.geometry.contains(points).all()
+    if strategy == "rar-d":  # the stored points stay, the drawn ones are added
+        np.testing.assert_array_equal(points[:64], stored)
+    else:
+        assert not np.isin(points, stored).all(axis=1).any()
+    # the tracker changes exactly at the resamples and sees the points of the step
+    mean_x = h.trackers["mean_x"].values
+    changed = np.flatnonzero(np.diff(mean_x)) + 1
+    np.testing.assert_array_equal(changed, [10, 20])
+    np.testing.assert_allclose(mean_x[-1], points[:, 0].mean(), rtol=1e-6)
+    np.testing.assert_allclose(crux.eval(jnn.mean(x)), points[:, 0].mean(), rtol=1e-6)
+    assert crux.eval(x).shape == (1, len(points), 1)
+
+
+@pytest.mark.parametrize("strategy", ["rad", pytest.param("rar-d", marks=pytest.mark.slow)])
+def test_resume_across_a_resample_is_bit_identical(tmp_path, strategy):
+    def fit(steps, ckpt_path=None, save=False):
+        _, _, residual, crux = _lshape_problem()
+        cbs = [ResamplePoints(residual, every_n_train_steps=7, strategy=strategy)]
+        if save:
+            cbs.append(ModelCheckpoint(tmp_path / strategy, every_n_train_steps=10,
+                                       save_top_k=-1))
+        h = Trainer(max_steps=steps, callbacks=cbs, **QUIET).fit(crux, ckpt_path=ckpt_path)
+        return crux, h
+    full, h_full = fit(30)
+    fit(20, save=True)
+    resumed, h = fit(30, ckpt_path=str(tmp_path / strategy / "20"))
+    np.testing.assert_array_equal(h.total_loss, h_full.total_loss)
+    _same(resumed.state, full.state)
+
+
+def test_resample_errors():
+    dom, x, residual, crux = _lshape_problem()
+    xb, _ = dom.variable("boundary")
+    with pytest.raises(TypeError, match="residual field for strategy='rad'"):
+        ResamplePoints(x, 10, strategy="rad")
+    with pytest.raises(ValueError, match=r"`pool` must be at least the number of points \(64"):
+        ResamplePoints(residual, 10, strategy="rad", pool=10)
+    with pytest.raises(ValueError, match="`k` must be a non-negative number, got -1"):
+        ResamplePoints(residual, 10, strategy="rad", k=-1)
+    with pytest.raises(ValueError, match="`c` must be a non-negative number, got -0.5"):
+        ResamplePoints(residual, 10, strategy="rad", c=-0.5)
+    with pytest.raises(ValueError, match="`strategy` must be one of"):
+        ResamplePoints(x, 10, strategy="random")
+    with pytest.raises(ValueError, match="`every_n_train_steps` must be a positive integer"):
+        ResamplePoints(x, 0)
+    with pytest.raises(ValueError, match="tags \\['interior', 'initial'\\]"):
+        ResamplePoints(xb, 10)
+    with pytest.raises(TypeError, match="`target` must be a field"):
+        ResamplePoints(jnn.mean(x), 10)
+    with pytest.raises(ValueError, match="`n_add` is for strategy='rar-d'"):
+        ResamplePoints(residual, 10, strategy="rad", n_add=3)
+    twice = [ResamplePoints(x, 10), ResamplePoints(residual, 5, strategy="rad")]
+    with pytest.raises(ValueError, match="one ResamplePoints per point set"):
+        Trainer(max_steps=5, callbacks=twice, **QUIET).fit(crux)
+
+
+def test_resampling_refuses_per_point_data_and_unused_points():
+    dom, x, residual, _ = _lshape_problem()
+    y = dom.variable("interior")[1]
+    data = np.linspace(0, 1, 64)[:, None]
+    crux = jno.core([jnn.mean((x - data) ** 2)])
+    with pytest.raises(ValueError, match="per-point data arrays"):
+        Trainer(max_steps=5, callbacks=[ResamplePoints(y, 10)], **QUIET).fit(crux)
+    other = jno.domain.rect(n_interior=8, n_boundary=8)
+    with pytest.raises(ValueError, match="not used by this problem"):
+        Trainer(max_steps=5, callbacks=[ResamplePoints(other.variable()[0], 10)],
+                **QUIET).fit(jno.core([residual.mse]))
+
+
+# ---------------------------------------------------------------------- mini-batches
+def _minibatch_problem():
+    dom = jno.domain.interval(0, 1, n_interior=200, n_boundary=2, seed=0)
+    (x,) = dom.variable("interior")
+    net = jno.nn.wrap(jno.nn.MLP(1, 1, hidden=2, depth=1, rngs=nnx.Rngs(0)), name="u")
+    net.optimizer(optax.sgd(0.0))  # a fixed function: the loss only sees the points
+    f = jnn.sin(3 * x) + 0.0 * net(x)
+    crux = jno.core([(f ** 2).mse.name("f2"), jnn.tracker(jnn.mean(x), name="mean_x")])
+    return dom, x, f, crux
+
+
+def test_minibatch_means_are_unbiased_and_trackers_see_all_points():
+    dom, x, f, crux = _minibatch_problem()
+    h = Trainer(max_steps=600, batch_size={x: 20}, **QUIET).fit(crux)
+    full = float(np.mean(np.sin(3 * dom.points("interior")[:, 0]) ** 4))
+    values = h.losses["f2"]
+    assert len(np.unique(values)) > 550  # a new subset every step
+    # without replacement from 200 points: the variance of one subset mean is known exactly
+    per_point = np.sin(3 * dom.points("interior")[:, 0]) ** 4
+    se = np.sqrt(per_point.var() / 20 * (200 - 20) / (200 - 1) / len(values))
+    assert abs(values.mean() - full) < 4 * se
+    np.testing.assert_allclose(h.trackers["mean_x"].values,
+                               dom.points("interior")[:, 0].mean(), rtol=1e-6)
+    np.testing.assert_allclose(crux.eval(jnn.mean(x)), dom.points("interior")[:, 0].mean(),
+                               rtol=1e-6)
+
+
+def test_minibatch_int_applies_to_larger_point_sets_and_resumes(tmp_path):
+    def fit(steps, ckpt_path=None, save=False):
+        from tests.conftest import TinyProblem
+        t = TinyProblem()
+        cbs = [ModelCheckpoint(tmp_path, every_n_train_steps=10)] if save else []
+        trainer = Trainer(max_steps=steps, batch_size=40, callbacks=cbs, **QUIET)
+        h = trainer.fit(t.core(), ckpt_path=ckpt_path)
+        assert trainer.batch_sizes == {"points_0": 40}  # 64 interior points; 32 on the boundary
+        return h
+    h_full = fit(20)
+    fit(10, save=True)
+    h = fit(20, ckpt_path=str(tmp_path / "10"))
+    np.testing.assert_array_equal(h.total_loss, h_full.total_loss)
+
+
+def test_batch_size_errors():
+    dom, x, f, crux = _minibatch_problem()
+    with pytest.raises(ValueError, match=r"`batch_size\[x\]` is 500, more than the 200 points"):
+        Trainer(max_steps=5, batch_size={x: 500}, **QUIET).fit(crux)
+    with pytest.raises(ValueError, match="`batch_size` must be a positive integer"):
+        Trainer(max_steps=5, batch_size=0)
+    with pytest.raises(TypeError, match="`batch_size` must be None, a positive int"):
+        Trainer(max_steps=5, batch_size=0.5)
+    with pytest.raises(TypeError, match="`batch_size` keys must be variables"):
+        Trainer(max_steps=5, batch_size={"interior": 10})
