@@ -20,7 +20,7 @@ BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 class ProgressBar(Callback):
     """tqdm bar over the steps of ``fit``; refreshed once per fused chunk.
 
-    Shows ``steps/s`` measured from the end of the first chunk on (so compilation does not
+    Shows ``steps/s`` averaged from the end of the first chunk on (so compilation does not
     count) and the latest value of each of ``metrics``.
 
     Args:
@@ -59,9 +59,11 @@ class ProgressBar(Callback):
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:
         now, done = time.perf_counter(), chunk.last_step + 1
-        if self._since is not None and done > self._since[1]:
+        if self._since is None:
+            self._since = (now, done)
+        elif done > self._since[1]:  # the mean since the first chunk: with overlapped chunks,
+            # one chunk's callbacks may run right after the previous one's
             self.steps_per_second = (done - self._since[1]) / (now - self._since[0])
-        self._since = (now, done)
         for name in self.metrics:
             series = chunk.series(name)
             if series is not None and len(series[1]) and np.ndim(series[1][-1]) == 0:

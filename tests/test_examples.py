@@ -15,7 +15,8 @@ OUTPUTS = {"01_poisson_2d.py": "runs/01_poisson_2d/poisson_2d.png",
            "04_ntk_diagnostics.py": "runs/04_ntk_diagnostics/ntk.png",
            "05_gradient_conflict.py": "runs/05_gradient_conflict/conflict.png",
            "06_adaptive_weights.py": "runs/06_adaptive_weights/weights.png",
-           "07_resume.py": "runs/07_resume/resume.png"}
+           "07_resume.py": "runs/07_resume/resume.png",
+           "08_burgers.py": "runs/08_burgers/burgers.png"}
 
 
 def _run(example: Path, cwd: Path, steps: int | None) -> str:
@@ -31,7 +32,7 @@ def _run(example: Path, cwd: Path, steps: int | None) -> str:
 #: examples whose short run still takes long (several processes), or whose features the unit
 #: tests cover (diagnostics, adaptive weights); run with `-m slow`
 SLOW = {"04_ntk_diagnostics.py", "05_gradient_conflict.py", "06_adaptive_weights.py",
-        "07_resume.py"}
+        "07_resume.py", "08_burgers.py"}
 
 
 @pytest.mark.parametrize("example", [pytest.param(e, marks=pytest.mark.slow) if e.name in SLOW
@@ -55,3 +56,32 @@ def test_inverse_example_recovers_parameters(tmp_path):
     stdout = _run(EXAMPLES[1], tmp_path, steps=None)
     err = float(re.search(r"max \|error\| = ([0-9.e+-]+)", stdout).group(1))
     assert err < 5e-3, stdout
+
+
+@pytest.mark.slow
+def test_burgers_example_reaches_one_percent(tmp_path):
+    """Adam with RAD, then L-BFGS: relative L2 error below 1e-2 (README: about 5 minutes)."""
+    stdout = _run(EXAMPLES[7], tmp_path, steps=None)
+    err = float(re.search(r"relative L2 error ([0-9.e+-]+)", stdout).group(1))
+    assert err < 1e-2, stdout
+
+
+def test_burgers_exact_solution_matches_brute_force_quadrature():
+    """The example's Cole–Hopf solution (Gauss–Hermite) against a 2-million-point Riemann sum
+    of the same integrals, and the initial condition at t = 0."""
+    import importlib.util
+
+    import numpy as np
+    spec = importlib.util.spec_from_file_location("burgers_example", EXAMPLES[7])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines functions; trains only under __main__
+    nu = 0.01 / np.pi
+    eta = np.linspace(-3, 3, 2_000_001)
+    for t, x in [(0.1, 0.5), (0.5, 0.01), (0.75, -0.02), (1.0, 0.3)]:
+        log_w = -np.cos(np.pi * (x - eta)) / (2 * np.pi * nu) - eta**2 / (4 * nu * t)
+        w = np.exp(log_w - log_w.max())
+        ref = -np.sum(np.sin(np.pi * (x - eta)) * w) / np.sum(w)
+        assert abs(module.exact_solution(t, x) - ref) < 1e-9
+    xs = np.linspace(-1, 1, 11)
+    np.testing.assert_allclose(module.exact_solution(np.zeros(11), xs), -np.sin(np.pi * xs),
+                               atol=1e-12)
