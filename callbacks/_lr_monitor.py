@@ -30,7 +30,9 @@ class LearningRateMonitor(Callback):
     The rate is read from the optimizer state, so build optimizers with
     ``optax.inject_hyperparams``, e.g.
     ``net.optimizer(optax.inject_hyperparams(optax.adam)(learning_rate=schedule))``;
-    optimizers without it are reported in an error that names them.
+    optimizers without it are reported in an error that names them. After a
+    ``SwitchOptimizer`` to a transform without a learning rate (``optax.lbfgs()``), the
+    recorded rate is NaN.
     """
 
     def __init__(self, logging_interval: int | None = None):
@@ -47,7 +49,13 @@ class LearningRateMonitor(Callback):
                 f"LearningRateMonitor cannot read the learning rate of {missing}: build their "
                 "optimizers with `optax.inject_hyperparams(optax.adam)(learning_rate=...)`."
             )
-        return [InGraph(f"lr/{name}", fn=lambda s, n=name: jnp.asarray(
-                    learning_rate_of(s.opt_state[n]), jnp.float32),
+        return [InGraph(f"lr/{name}", fn=lambda s, n=name: _rate(s.opt_state[n]),
                         interval=interval, after_step=True)
                 for name in trainer.txs]
+
+
+def _rate(opt_state: Any) -> jax.Array:
+    """The injected learning rate, or NaN for a transform without one (a later phase's
+    ``optax.lbfgs()``, whose step length comes from its line search)."""
+    lr = learning_rate_of(opt_state)
+    return jnp.asarray(jnp.nan if lr is None else lr, jnp.float32)

@@ -49,6 +49,18 @@ def test_scalars_trackers_histograms_and_lr_read_back(tiny, tmp_path):
                                rtol=1e-6)
 
 
+def test_lr_monitor_across_a_switch_to_a_transform_without_a_rate(tiny):
+    """Before the switch the injected rate, after it NaN (L-BFGS-like transforms have none)."""
+    from jno_flax.callbacks import SwitchOptimizer
+    tiny.net.optimizer(optax.inject_hyperparams(optax.adam)(learning_rate=0.02))
+    h = Trainer(max_steps=20, logger=False, enable_progress_bar=False,
+                callbacks=[LearningRateMonitor(logging_interval=5),
+                           SwitchOptimizer(10, optax.rmsprop(1e-3))]).fit(tiny.core())
+    np.testing.assert_array_equal(h.trackers["lr/u"].steps, [0, 5, 10, 15])
+    np.testing.assert_allclose(h.trackers["lr/u"].values[:2], 0.02)
+    assert np.isnan(h.trackers["lr/u"].values[2:]).all()
+
+
 def test_last_value_aggregation(tiny, tmp_path):
     logger = TensorBoardLogger(tmp_path, log_every_n_steps=5, aggregation="last")
     h = Trainer(max_steps=10, logger=logger, enable_progress_bar=False).fit(tiny.core())
