@@ -92,6 +92,7 @@ class ResamplePoints(Callback):
             raise ValueError(f"`n_add` is for strategy='rar-d', got n_add={n_add!r} with "
                              f"strategy={strategy!r}.")
         self._key: str | None = None
+        self._problem_id: int | None = None
         self._update: StateUpdate | None = None
         self._grow = None
 
@@ -120,8 +121,8 @@ class ResamplePoints(Callback):
                     raise ValueError(f"ResamplePoints(strategy='rar-d') grows {ps.describe()}, "
                                      f"but the tracker {name!r} has a point axis "
                                      f"{tracker.expr.value_shape}; track a reduction of it.")
-        if self._key != key or self._update is None:
-            self._key = key
+        if self._problem_id != id(problem):  # the draw functions close over the problem
+            self._key, self._problem_id = key, id(problem)
             self._update = StateUpdate(name=key, interval=self.every_n_train_steps,
                                        init=lambda: jnp.asarray(ps.array, jnp.zeros(()).dtype),
                                        update=self._draw(problem, replace=True))
