@@ -113,6 +113,11 @@ class ChunkProgram:
 
         def run(state: TrainState, batch, n_steps: int, phase: int):
             s0 = state.step
+            sharding = trainer.sharding
+
+            def points_of(st: TrainState) -> dict[str, Any]:
+                """The points of ``st``, sharded along the devices' ``"points"`` axis."""
+                return sharding.constrain_points(current_points(st, batch))
             buffers = {}
             for g in conditional:
                 rows = math.ceil(n_steps / g.interval)
@@ -125,7 +130,7 @@ class ChunkProgram:
                 for u in trainer.updates:
                     due = (state.step % u.interval == 0) & (state.step > 0)
                     value = jax.lax.cond(
-                        due, lambda st, u=u: u.update(st, current_points(st, batch)),
+                        due, lambda st, u=u: u.update(st, points_of(st)),
                         lambda st, u=u: st.extras[u.name], state)
                     state = state.replace(extras={**state.extras, u.name: value})
                 return state
@@ -147,7 +152,7 @@ class ChunkProgram:
                 bufs = dict(bufs)
                 step = state.step
                 state = apply_updates(state)
-                points = current_points(state, batch)
+                points = points_of(state)
                 for g in conditional:
                     if not g.after:
                         bufs[g.key] = write_rows(g, step, state, points, bufs[g.key])
@@ -188,7 +193,7 @@ class ChunkProgram:
 
                 def block(carry, _):
                     row = trainer._evaluate(g.quantities, carry[0],
-                                            current_points(carry[0], batch))
+                                            points_of(carry[0]))
                     carry, d, r = segment(carry, k, 0, depth + 1)
                     return carry, (row, d, r)
                 if blocks:
@@ -198,7 +203,7 @@ class ChunkProgram:
                                                    for key, v in r.items()}}))
                 if tail:
                     row = jax.tree.map(lambda x: x[None], trainer._evaluate(
-                        g.quantities, carry[0], current_points(carry[0], batch)))
+                        g.quantities, carry[0], points_of(carry[0])))
                     carry, d, r = segment(carry, tail, 0, depth + 1)
                     parts.append((d, {g.key: row, **r}))
                 dense = _concat([d for d, _ in parts])
@@ -207,6 +212,7 @@ class ChunkProgram:
                                       for key in keys}
 
             (state, buffers), dense, nested = segment((state, buffers), n_steps, phase, 0)
-            return state, {"dense": dense, "sparse": {**nested, **buffers}}
+            return sharding.constrain_replicated(state), {"dense": dense,
+                                                          "sparse": {**nested, **buffers}}
 
         return run

@@ -25,6 +25,7 @@ from jno_flax.callbacks._restore import restore
 from jno_flax.callbacks._switch import SwitchOptimizer
 from jno_flax.trainers._batches import check_batch_size, draw_minibatch, resolve_batch_sizes
 from jno_flax.trainers._chunk import ChunkProgram
+from jno_flax.trainers._devices import PointSharding, resolve_devices
 from jno_flax.trainers._history import History
 from jno_flax.trainers._signals import DeferredSignals
 from jno_flax.trainers._state import TrainState
@@ -76,6 +77,10 @@ class Trainer:
             inside the step from the state's PRNG key (without replacement). An int applies
             to every point set with more points; ``{variable: size}`` to the point set of each
             variable (``{x: 1024}``). Trackers, diagnostics and ``crux.eval`` use all points.
+        devices: ``"auto"`` (every device of ``jax.devices()``), a number of devices or a list
+            of jax devices. With several, the points are sharded along a ``"points"`` mesh
+            axis and the state is replicated (see ``trainers/_devices.py``); the losses equal
+            the one-device run's to float round-off.
 
     A step whose loss or updated parameters are not finite is recorded (its loss in the
     History) but not applied: the parameters, optimizer and balancer states stay as they were.
@@ -94,7 +99,8 @@ class Trainer:
                  chunk_size: int | None = None, log_every_n_steps: int = 100,
                  enable_progress_bar: bool = True, enable_model_summary: bool = True,
                  max_record_bytes: int = 256 * 2**20, handle_signals: bool = True,
-                 overlap_callbacks: bool = True, batch_size: Any = None):
+                 overlap_callbacks: bool = True, batch_size: Any = None,
+                 devices: Any = "auto"):
         self.max_steps = positive_int("max_steps", max_steps)
         if not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"`callbacks` must be a list of Callback instances, got "
@@ -119,6 +125,8 @@ class Trainer:
         self.handle_signals = bool(handle_signals)
         self.overlap_callbacks = bool(overlap_callbacks)
         self.batch_size = check_batch_size(batch_size)
+        #: where the run's points and state live (``devices``)
+        self.sharding = PointSharding(resolve_devices(devices))
         #: ``{point-set key: mini-batch size}`` of the current fit
         self.batch_sizes: dict[str, int] = {}
         #: entries of ``TrainState.extras`` changed inside the loop (resampled points)
@@ -554,7 +562,8 @@ class Trainer:
         flight is discarded and training goes on from their state: the steps computed are
         exactly those of a run without overlap.
         """
-        batch = problem.registry.batch()
+        batch = self.sharding.replicate(problem.registry.batch())
+        self.state = self.sharding.replicate(self.state)
         if self.global_step >= self.max_steps:
             self._call("on_train_start")
             return

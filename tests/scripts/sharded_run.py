@@ -1,0 +1,72 @@
+"""50 steps of the Poisson problem on 4 forced CPU devices against 1 device, for point counts
+that 4 divides and that it does not (``N_INTERIOR N_BOUNDARY`` as arguments). ReLoBRaLo
+weights, an interval tracker of the error and a Jacobian-norm tracker ride along. Prints
+``ok`` on success."""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import jno_flax as jno  # noqa: E402
+import jno_flax.numpy as jnn  # noqa: E402
+from jno_flax.trainers import Trainer  # noqa: E402
+
+N_INTERIOR, N_BOUNDARY = int(sys.argv[1]), int(sys.argv[2])
+QUIET = {"enable_progress_bar": False, "logger": False, "enable_model_summary": False}
+seen: dict[str, object] = {}
+
+
+class Probe(Trainer):
+    """Records the sharding of every point array the training step receives."""
+
+    def training_step(self, state, batch):
+        for key, points in batch.items():
+            jax.debug.inspect_array_sharding(
+                points, callback=lambda s, key=key: seen.__setitem__(key, s))
+        return super().training_step(state, batch)
+
+
+def run(devices):
+    dom = jno.domain.rect((0, 1), (0, 1), n_interior=N_INTERIOR, n_boundary=N_BOUNDARY, seed=0)
+    x, y = dom.variable("interior")
+    xb, yb = dom.variable("boundary")
+    net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=16, depth=2, rngs=nnx.Rngs(0)), name="u")
+    net.optimizer(optax.adam(1e-3))
+    u = net(x, y)
+    u_exact = jnn.sin(jnp.pi * x) * jnn.sin(jnp.pi * y)
+    pde = (u.laplacian(x, y) + 2 * jnp.pi**2 * u_exact).mse.name("pde")
+    bc = net(xb, yb).mse.name("bc")
+    w_pde, w_bc = jno.adaptive.relobralo([pde, bc])
+    jac = net(xb, yb).grad(net)
+    crux = jno.core([w_pde * pde, w_bc * bc,
+                     jnn.tracker(jnn.mean(jnn.abs(u - u_exact)), 10, name="err"),
+                     jnn.tracker(jnn.sqrt(jnn.sum(jac ** 2)), 25, name="jac_norm")])
+    trainer = Probe(max_steps=50, devices=devices, **QUIET)
+    history = trainer.fit(crux)
+    return history, crux, u
+
+
+assert len(jax.devices()) == 4, jax.devices()
+h1, crux1, u1 = run(1)
+seen.clear()
+h4, crux4, u4 = run("auto")
+for key, sharding in seen.items():  # the point arrays inside the step span the 4 devices
+    assert len(sharding.device_set) == 4, (key, sharding)
+    assert sharding.spec[0] == "points", (key, sharding)
+assert len(seen) == 2, seen
+np.testing.assert_allclose(h4.total_loss, h1.total_loss, rtol=1e-5)
+for name in h1.losses:
+    np.testing.assert_allclose(h4.losses[name], h1.losses[name], rtol=1e-5)
+for name in ("err", "jac_norm"):
+    np.testing.assert_array_equal(h4.trackers[name].steps, h1.trackers[name].steps)
+    np.testing.assert_allclose(h4.trackers[name].values, h1.trackers[name].values, rtol=1e-5)
+np.testing.assert_allclose(np.asarray(crux4.eval(u4)), np.asarray(crux1.eval(u1)), rtol=1e-4,
+                           atol=1e-6)
+print("ok")
