@@ -7,25 +7,17 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import jno_flax as jno  # noqa: E402
 import jno_flax.numpy as jnn  # noqa: E402
+from _poisson import relobralo_poisson  # noqa: E402
 
 F64 = jnp.float64
-dom = jno.domain.rect((0, 1), (0, 1), n_interior=48, n_boundary=16, seed=0)
-x, y = dom.variable("interior")
-xb, yb = dom.variable("boundary")
-net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=8, depth=2, rngs=nnx.Rngs(0)), name="u")
-net.optimizer(optax.adam(1e-3))
-u = net(x, y)
-u_exact = jnn.sin(jnp.pi * x) * jnn.sin(jnp.pi * y)
-pde = (u.laplacian(x, y) + 2 * jnp.pi**2 * u_exact).mse.name("pde")
-bc = net(xb, yb).mse.name("bc")
-w_pde, w_bc = jno.adaptive.relobralo([pde, bc])
-crux = jno.core([w_pde * pde, w_bc * bc, jnn.tracker(jnn.mean(jnn.abs(u - u_exact)), 5,
-                                                     name="err")])
+p = relobralo_poisson(n_interior=48, n_boundary=16, hidden=8)
+net, u, pde, w_pde, w_bc = p.net, p.u, p.pde, p.w_pde, p.w_bc
+crux = jno.core([w_pde * pde, p.w_bc * p.bc,
+                 jnn.tracker(jnn.mean(jnn.abs(u - p.u_exact)), 5, name="err")])
 
 assert all(leaf.dtype == F64 for leaf in jax.tree.leaves(net.params())), "MLP parameters"
 assert all(a.dtype == F64 for a in crux.registry.batch().values()), "points"

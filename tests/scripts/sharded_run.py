@@ -9,14 +9,12 @@ import sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from flax import nnx  # noqa: E402
 
 import jno_flax as jno  # noqa: E402
 import jno_flax.numpy as jnn  # noqa: E402
 from jno_flax.trainers import Trainer  # noqa: E402
+from _poisson import relobralo_poisson  # noqa: E402
 
 N_INTERIOR, N_BOUNDARY = int(sys.argv[1]), int(sys.argv[2])
 QUIET = {"enable_progress_bar": False, "logger": False, "enable_model_summary": False}
@@ -34,23 +32,14 @@ class Probe(Trainer):
 
 
 def run(devices):
-    dom = jno.domain.rect((0, 1), (0, 1), n_interior=N_INTERIOR, n_boundary=N_BOUNDARY, seed=0)
-    x, y = dom.variable("interior")
-    xb, yb = dom.variable("boundary")
-    net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=16, depth=2, rngs=nnx.Rngs(0)), name="u")
-    net.optimizer(optax.adam(1e-3))
-    u = net(x, y)
-    u_exact = jnn.sin(jnp.pi * x) * jnn.sin(jnp.pi * y)
-    pde = (u.laplacian(x, y) + 2 * jnp.pi**2 * u_exact).mse.name("pde")
-    bc = net(xb, yb).mse.name("bc")
-    w_pde, w_bc = jno.adaptive.relobralo([pde, bc])
-    jac = net(xb, yb).grad(net)
-    crux = jno.core([w_pde * pde, w_bc * bc,
-                     jnn.tracker(jnn.mean(jnn.abs(u - u_exact)), 10, name="err"),
+    p = relobralo_poisson(N_INTERIOR, N_BOUNDARY, hidden=16)
+    jac = p.net(p.xb, p.yb).grad(p.net)
+    crux = jno.core([p.w_pde * p.pde, p.w_bc * p.bc,
+                     jnn.tracker(jnn.mean(jnn.abs(p.u - p.u_exact)), 10, name="err"),
                      jnn.tracker(jnn.sqrt(jnn.sum(jac ** 2)), 25, name="jac_norm")])
     trainer = Probe(max_steps=50, devices=devices, **QUIET)
     history = trainer.fit(crux)
-    return history, crux, u
+    return history, crux, p.u
 
 
 assert len(jax.devices()) == 4, jax.devices()

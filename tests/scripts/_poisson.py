@@ -1,0 +1,28 @@
+"""The Poisson problem with ReLoBRaLo weights that the subprocess scripts train; imported after
+each script has configured JAX (float64, forced device count)."""
+
+from types import SimpleNamespace
+
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import jno_flax as jno
+import jno_flax.numpy as jnn
+
+
+def relobralo_poisson(n_interior: int, n_boundary: int, hidden: int) -> SimpleNamespace:
+    """-Δu = 2π² sin(πx) sin(πy) on the unit square, u = 0 on its boundary; ReLoBRaLo weights
+    ``w_pde, w_bc`` for the two mean-square terms (the problem is built by the caller)."""
+    dom = jno.domain.rect((0, 1), (0, 1), n_interior=n_interior, n_boundary=n_boundary, seed=0)
+    x, y = dom.variable("interior")
+    xb, yb = dom.variable("boundary")
+    net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=hidden, depth=2, rngs=nnx.Rngs(0)), name="u")
+    net.optimizer(optax.adam(1e-3))
+    u = net(x, y)
+    u_exact = jnn.sin(jnp.pi * x) * jnn.sin(jnp.pi * y)
+    pde = (u.laplacian(x, y) + 2 * jnp.pi**2 * u_exact).mse.name("pde")
+    bc = net(xb, yb).mse.name("bc")
+    w_pde, w_bc = jno.adaptive.relobralo([pde, bc])
+    return SimpleNamespace(dom=dom, x=x, y=y, xb=xb, yb=yb, net=net, u=u, u_exact=u_exact,
+                           pde=pde, bc=bc, w_pde=w_pde, w_bc=w_bc)
