@@ -58,9 +58,8 @@ def resolve_batch_sizes(batch_size: int | dict | None, problem: "Problem") -> di
         return {}
     registry = problem.registry
     if isinstance(batch_size, int):
-        sizes = {registry.key(ps): batch_size for ps in registry.pointsets
-                 if ps.n > batch_size}
         chosen = [ps for ps in registry.pointsets if ps.n > batch_size]
+        sizes = {registry.key(ps): batch_size for ps in chosen}
     else:
         sizes, chosen = {}, []
         for var, size in batch_size.items():

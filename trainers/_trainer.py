@@ -417,12 +417,13 @@ class Trainer:
         updates: list[StateUpdate] = []
         owners: dict[str, str] = {cb.initial_points().name: type(cb).__name__
                                   for cb in self._growing}
+        balancer_keys = {problem.registry.balancer_key(b) for b in problem.registry.balancers}
         for cb in self.callbacks:
             for u in cb.state_updates(self, problem):
                 if not isinstance(u, StateUpdate):
                     raise TypeError(f"{type(cb).__name__}.state_updates must return StateUpdate "
                                     f"items, got {u!r}.")
-                if u.name in owners or u.name in problem.registry.initial_extras():
+                if u.name in owners or u.name in balancer_keys:
                     raise ValueError(f"{type(cb).__name__} updates the state entry {u.name!r}, "
                                      f"which {owners.get(u.name, 'an adaptive weight')} owns "
                                      "already; one callback may change each entry (e.g. one "
