@@ -9,7 +9,8 @@ The trainer calls the hooks in this order::
 
 ``on_exception`` runs when training raises (then ``teardown``, then the exception propagates).
 ``on_save_checkpoint`` runs when a checkpoint is written. Callbacks are called in the order
-given to the trainer, built-in trackers first.
+given to the trainer, built-in trackers first. With several ``jax.distributed`` processes, the
+hooks of callbacks with ``global_zero_only = True`` run on process 0 only.
 
 A callback stops training by calling ``trainer.stop(reason)`` (which sets
 ``trainer.should_stop``); hooks never return decisions.
@@ -161,6 +162,12 @@ class ChunkMetrics:
 
 class Callback:
     """Base class of trainer callbacks; override the hooks you need."""
+
+    #: with several ``jax.distributed`` processes, run the hooks on process 0 only (loggers,
+    #: figures, the progress bar: what writes files or the terminal). The declarations
+    #: (``in_graph``, ``state_updates``, ``sync_every``) and ``state_dict`` are used on every
+    #: process.
+    global_zero_only: bool = False
 
     @property
     def state_key(self) -> str:

@@ -131,11 +131,12 @@ class ModelCheckpoint(Callback):
         return self._manager
 
     def all_steps(self) -> list[int]:
-        """Steps with a complete checkpoint, oldest first."""
+        """Steps with a complete checkpoint, oldest first. Read from the directory, not
+        through the orbax manager, whose creation is a collective of every process."""
         if not self.dirpath or not os.path.isdir(self.dirpath):
             return []
-        self.manager.reload()
-        return sorted(self.manager.all_steps())
+        name_format = ocp.step.standard_name_format(step_prefix=self.filename)
+        return sorted(m.step for m in name_format.find_all(self.dirpath))
 
     def step_path(self, step: int) -> str:
         name = str(step) if self.filename is None else f"{self.filename}_{step}"
@@ -208,7 +209,7 @@ class ModelCheckpoint(Callback):
             self.save(trainer, problem)
         self.wait()
         self._prune()
-        if signum is not None and self.last_saved_step is not None:
+        if signum is not None and self.last_saved_step is not None and trainer.is_global_zero:
             print(f"\n{signum.name} received: saved checkpoint {self.last_model_path} at step "
                   f"{self.last_saved_step}; resume with `trainer.fit(problem, "
                   "ckpt_path=\"last\")`.", file=sys.stderr)

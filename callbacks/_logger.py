@@ -78,7 +78,11 @@ class Logger(Callback):
         log_every_n_steps: window of ``loss`` / ``losses/*`` (default: the trainer's).
         aggregation: ``"mean"`` over the window or ``"last"`` (the window's last step).
         hparams: extra hyper-parameters to record (``{name: number, str or bool}``).
+
+    With several ``jax.distributed`` processes, only process 0 logs (``global_zero_only``).
     """
+
+    global_zero_only = True
 
     def __init__(self, save_dir: str | os.PathLike | None = None, name: str = "default",
                  version: int | str | None = None, log_every_n_steps: int | None = None,

@@ -27,7 +27,12 @@ class PlotCallback(Callback):
     >>> def plot(trainer, problem):
     ...     fig, ax = plt.subplots(); ax.plot(np.asarray(problem.eval(u))[0, :, 0]); return fig
     >>> PlotCallback(plot, every_n_steps=1000)
+
+    With several ``jax.distributed`` processes, only process 0 calls ``fn`` and writes (the
+    modules hold a copy of the weights on each process, so ``problem.eval`` needs no other).
     """
+
+    global_zero_only = True
 
     def __init__(self, fn: Callable[["Trainer", "Problem"], Any], every_n_steps: int = 1000,
                  dirpath: str | None = None, name: str = "figure", at_end: bool = True):

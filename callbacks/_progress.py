@@ -27,7 +27,11 @@ class ProgressBar(Callback):
         metrics: names to show: ``"loss"``, constraint names, tracker and in-graph quantity
             names (checked when ``fit`` starts).
         leave: keep the bar on screen after training.
+
+    With several ``jax.distributed`` processes, only process 0 shows it.
     """
+
+    global_zero_only = True
 
     def __init__(self, metrics: Sequence[str] = ("loss",), leave: bool = True):
         if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):

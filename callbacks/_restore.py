@@ -148,7 +148,7 @@ def resolve(ckpt_path: str, callbacks: list[Callback]) -> list[str]:
                         f"{ckpt_path!r}.")
     path = os.path.abspath(os.fspath(ckpt_path))
     if not os.path.isdir(os.path.join(path, "metadata")):
-        known = sorted({cb.step_path(s) for cb in ckpts for s in cb.all_steps()})
+        known = [cb.step_path(s) for cb in ckpts for s in cb.all_steps()]
         raise FileNotFoundError(f"`ckpt_path` {path!r} is not a checkpoint; existing "
                                 f"checkpoints: {known or 'none'}.")
     return [path]

@@ -34,6 +34,8 @@ class ModelSummary(Callback):
         stream: where to print (default ``sys.stdout``).
     """
 
+    global_zero_only = True
+
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream
         self.text = ""

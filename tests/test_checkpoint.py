@@ -150,7 +150,7 @@ def test_missing_ckpt_path_is_an_error_listing_existing_ones(tmp_path):
     _fit(crux, 10, ModelCheckpoint(tmp_path, every_n_train_steps=5, save_top_k=-1))
     _, again = _problem()
     with pytest.raises(FileNotFoundError, match=r"`ckpt_path` '.*/77' is not a checkpoint; "
-                                                r"existing checkpoints: \['.*/10', '.*/5'\]"):
+                                                r"existing checkpoints: \['.*/5', '.*/10'\]"):
         _fit(again, 20, ModelCheckpoint(tmp_path), ckpt_path=str(tmp_path / "77"))
     with pytest.raises(ValueError, match="needs a ModelCheckpoint callback"):
         _fit(again, 20, ckpt_path="last")

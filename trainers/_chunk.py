@@ -212,7 +212,8 @@ class ChunkProgram:
                                       for key in keys}
 
             (state, buffers), dense, nested = segment((state, buffers), n_steps, phase, 0)
-            return sharding.constrain_replicated(state), {"dense": dense,
-                                                          "sparse": {**nested, **buffers}}
+            # replicated: every process reads the whole state and every record
+            return sharding.constrain_replicated((state, {"dense": dense,
+                                                          "sparse": {**nested, **buffers}}))
 
         return run

@@ -15,6 +15,7 @@ import numbers
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -49,7 +50,12 @@ def resolve_devices(devices: Any) -> list[jax.Device]:
 
 
 class PointSharding:
-    """The layout of a run over ``devices``: points sharded, everything else replicated."""
+    """The layout of a run over ``devices``: points sharded, everything else replicated.
+
+    With several processes (``jax.distributed``), every process holds the same host values
+    (the same problem, built from the same seeds) and places only what its own devices hold:
+    arrays are assembled with ``jax.make_array_from_callback``, never sent between hosts.
+    """
 
     def __init__(self, devices: list[jax.Device]):
         self.devices = devices
@@ -59,21 +65,59 @@ class PointSharding:
     def sharded(self) -> bool:
         return self.mesh is not None
 
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec())
+
+    @property
+    def points(self) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec("points"))
+
+    def _place(self, x: Any, sharding: NamedSharding) -> jax.Array:
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        host = np.asarray(x)  # a local array, or a global one whose every shard is whole
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
     def replicate(self, tree: Any) -> Any:
         """``tree`` placed whole on every device (no-op with one device)."""
         if not self.sharded:
             return tree
-        return jax.device_put(tree, NamedSharding(self.mesh, PartitionSpec()))
+        return jax.tree.map(lambda x: self._place(x, self.replicated), tree)
+
+    def place_points(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The stored ``(N, C)`` point arrays, each device given its own rows when the device
+        count divides ``N`` (each process then reads only its shard), else whole on every
+        device (the compiled step shards them, with XLA's padding)."""
+        if not self.sharded:
+            return batch
+        n = len(self.devices)
+        return {k: self._place(v, self.points if np.shape(v)[0] % n == 0 else self.replicated)
+                for k, v in batch.items()}
+
+    def abstract(self, tree: Any) -> Any:
+        """``jax.ShapeDtypeStruct`` leaves placed as :meth:`replicate` places them: a restore
+        target that orbax reads straight onto the devices."""
+        sharding = self.replicated if self.sharded else None
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+            x.shape, x.dtype, sharding=sharding or getattr(x, "sharding", None)), tree)
+
+    def local(self, tree: Any) -> Any:
+        """A copy of a replicated ``tree`` on this process's first device: what the modules
+        and ``problem.state`` hold, so ``problem.eval`` and plots run on one process alone."""
+        if not self.sharded:
+            return jax.tree.map(jnp.copy, tree)
+        return jax.tree.map(lambda x: jnp.copy(x.addressable_data(0))
+                            if isinstance(x, jax.Array) else x, tree)
 
     def constrain_points(self, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """Inside ``jit``: each ``(N, C)`` point array sharded along its first axis."""
         if not self.sharded:
             return batch
-        spec = NamedSharding(self.mesh, PartitionSpec("points"))
-        return {k: jax.lax.with_sharding_constraint(v, spec) for k, v in batch.items()}
+        return {k: jax.lax.with_sharding_constraint(v, self.points) for k, v in batch.items()}
 
     def constrain_replicated(self, tree: Any) -> Any:
-        """Inside ``jit``: ``tree`` replicated (the state a chunk returns)."""
+        """Inside ``jit``: ``tree`` replicated (the state and records a chunk returns)."""
         if not self.sharded:
             return tree
-        return jax.lax.with_sharding_constraint(tree, NamedSharding(self.mesh, PartitionSpec()))
+        return jax.lax.with_sharding_constraint(tree, self.replicated)

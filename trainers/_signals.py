@@ -21,10 +21,13 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class DeferredSignals:
-    """Context manager installing the trainer's handler for :data:`SIGNALS`."""
+    """Context manager installing the trainer's handler for ``signals`` (default
+    :data:`SIGNALS`)."""
 
-    def __init__(self, trainer: "Trainer", enabled: bool = True):
+    def __init__(self, trainer: "Trainer", enabled: bool = True,
+                 signals: tuple[signal.Signals, ...] = SIGNALS):
         self.trainer = trainer
+        self.signals = signals
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self._previous: dict[int, Any] = {}
 
@@ -38,7 +41,7 @@ class DeferredSignals:
 
     def __enter__(self) -> "DeferredSignals":
         if self.enabled:
-            for signum in SIGNALS:
+            for signum in self.signals:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 

@@ -21,13 +21,14 @@ from jno_flax.callbacks._callback import (Callback, ChunkMetrics, InGraph, State
 from jno_flax.callbacks._logger import Logger
 from jno_flax.callbacks._periodic import EveryNSteps
 from jno_flax.callbacks._resample import ResamplePoints
-from jno_flax.callbacks._restore import restore
+from jno_flax.callbacks._restore import READ_ERRORS, fingerprint, read_metadata, resolve, restore
 from jno_flax.callbacks._switch import SwitchOptimizer
 from jno_flax.trainers._batches import check_batch_size, draw_minibatch, resolve_batch_sizes
 from jno_flax.trainers._chunk import ChunkProgram
 from jno_flax.trainers._devices import PointSharding, resolve_devices
 from jno_flax.trainers._history import History
-from jno_flax.trainers._signals import DeferredSignals
+from jno_flax.trainers._processes import Processes, digest_arrays, digest_json
+from jno_flax.trainers._signals import SIGNALS, DeferredSignals
 from jno_flax.trainers._state import TrainState
 from jno_flax.callbacks._timer import Timer, parse_max_time
 
@@ -70,6 +71,8 @@ class Trainer:
         handle_signals: defer SIGTERM and SIGINT to the end of the running chunk (checkpoint
             callbacks save, every end hook runs), then exit: ``SystemExit(SIGTERM_EXIT_CODE)``
             for SIGTERM, ``KeyboardInterrupt`` for SIGINT (see ``trainers/_signals.py``).
+            With several processes, SIGTERM on any of them stops all at the same step
+            (JAX's preemption sync point; see ``trainers/_processes.py``).
         overlap_callbacks: dispatch the next chunk before running the callbacks of the last
             one, so host work overlaps device work (see :meth:`_run`); the numbers are the
             same either way.
@@ -77,10 +80,13 @@ class Trainer:
             inside the step from the state's PRNG key (without replacement). An int applies
             to every point set with more points; ``{variable: size}`` to the point set of each
             variable (``{x: 1024}``). Trackers, diagnostics and ``crux.eval`` use all points.
-        devices: ``"auto"`` (every device of ``jax.devices()``), a number of devices or a list
-            of jax devices. With several, the points are sharded along a ``"points"`` mesh
-            axis and the state is replicated (see ``trainers/_devices.py``); the losses equal
-            the one-device run's to float round-off.
+        devices: ``"auto"`` (every device of ``jax.devices()``: of every process after
+            ``jax.distributed.initialize()``), a number of devices or a list of jax devices.
+            With several, the points are sharded along a ``"points"`` mesh axis and the state
+            is replicated (see ``trainers/_devices.py``); the losses equal the one-device
+            run's to float round-off. With several processes, every process runs the same
+            script; only process 0 writes logs, figures and the progress bar, and every
+            process returns the same History (see ``trainers/_processes.py``).
 
     A step whose loss or updated parameters are not finite is recorded (its loss in the
     History) but not applied: the parameters, optimizer and balancer states stay as they were.
@@ -127,6 +133,8 @@ class Trainer:
         self.batch_size = check_batch_size(batch_size)
         #: where the run's points and state live (``devices``)
         self.sharding = PointSharding(resolve_devices(devices))
+        #: the processes of a ``jax.distributed`` run (one without it)
+        self.processes = Processes()
         #: ``{point-set key: mini-batch size}`` of the current fit
         self.batch_sizes: dict[str, int] = {}
         #: entries of ``TrainState.extras`` changed inside the loop (resampled points)
@@ -181,6 +189,21 @@ class Trainer:
     def global_step(self) -> int:
         """Steps done (of the live state); known on the host without waiting for the device."""
         return self._step
+
+    @property
+    def global_rank(self) -> int:
+        """This process's index among the ``jax.distributed`` processes (0 without them)."""
+        return self.processes.index
+
+    @property
+    def world_size(self) -> int:
+        """The number of processes of the run (``jax.process_count()``)."""
+        return self.processes.count
+
+    @property
+    def is_global_zero(self) -> bool:
+        """True on process 0, the one that writes logs, figures and the progress bar."""
+        return self.processes.index == 0
 
     def logged_names(self) -> list[str]:
         """What ``fit`` records and callbacks may refer to (``monitor``, ``metrics``):
@@ -300,24 +323,11 @@ class Trainer:
         self.callbacks = self._assemble_callbacks(problem)
         started = time.perf_counter()
         stage = "fit"
-        with DeferredSignals(self, enabled=self.handle_signals):
+        # several processes: SIGTERM is JAX's preemption notice (see trainers/_processes.py)
+        signals = (signal.SIGINT,) if self.processes.several else SIGNALS
+        with DeferredSignals(self, enabled=self.handle_signals, signals=signals):
             try:
-                self._call("setup", stage)
-                self._base_txs = {n: optax_transform(f"configure_optimizers()[{n!r}]", tx)
-                                  for n, tx in self.configure_optimizers(problem).items()}
-                self._switches = sorted((cb for cb in self.callbacks
-                                         if isinstance(cb, SwitchOptimizer)),
-                                        key=lambda cb: cb.at_step)
-                self.batch_sizes = resolve_batch_sizes(self.batch_size, problem)
-                self.updates = self._collect_updates(problem)
-                start = int(problem.state.step) if continue_run else 0
-                self.txs = self.transforms_at(start)
-                self.state = self._initial_state(problem, continue_run)
-                self._step = int(self.state.step)
-                self.history = (problem.history if continue_run and problem.history is not None
-                                else History(list(problem.constraints)))
-                self.quantities = self._collect_quantities(problem)
-                self._call("on_fit_start")
+                self._start(problem, continue_run, stage)
                 if ckpt_path is not None:
                     self._restore(problem, ckpt_path)
                 self._run(problem)
@@ -340,6 +350,54 @@ class Trainer:
             raise KeyboardInterrupt
         return self.history
 
+    def _start(self, problem: Problem, continue_run: bool, stage: str) -> None:
+        """Everything ``fit`` does before training: ``setup``, optimizers, the initial state,
+        the History, the quantities, ``on_fit_start``. With several processes, they then
+        compare what they built; an exception on one of them is re-raised there and reported
+        by the others, so that none waits in a collective for a process that is gone."""
+        failure = None
+        try:
+            self._call("setup", stage)
+            self._base_txs = {n: optax_transform(f"configure_optimizers()[{n!r}]", tx)
+                              for n, tx in self.configure_optimizers(problem).items()}
+            self._switches = sorted((cb for cb in self.callbacks
+                                     if isinstance(cb, SwitchOptimizer)),
+                                    key=lambda cb: cb.at_step)
+            self.batch_sizes = resolve_batch_sizes(self.batch_size, problem)
+            self.updates = self._collect_updates(problem)
+            start = int(problem.state.step) if continue_run else 0
+            self.txs = self.transforms_at(start)
+            self.state = self._initial_state(problem, continue_run)
+            self._step = int(self.state.step)
+            self.history = (problem.history if continue_run and problem.history is not None
+                            else History(list(problem.constraints)))
+            self.quantities = self._collect_quantities(problem)
+            self._call("on_fit_start")
+        except Exception as err:  # noqa: BLE001 - re-raised by check_start, on every process
+            if not self.processes.several:
+                raise
+            failure = err
+        if self.processes.several:
+            self.processes.check_start(None if failure is not None else self._digests(problem),
+                                       failure)
+
+    def _digests(self, problem: Problem) -> dict[str, bytes]:
+        """What every process of a run must have built alike (see ``Processes.check_start``)."""
+        callbacks = [(type(cb).__name__, cb.state_key, cb.sync_every(self))
+                     for cb in self.callbacks]
+        settings = {"max_steps": self.max_steps, "seed": self.seed, "chunk": self.chunk_size,
+                    "devices": [d.id for d in self.sharding.devices],
+                    "batch_sizes": self.batch_sizes, "callbacks": callbacks,
+                    "updates": [(u.name, u.interval) for u in self.updates],
+                    "switches": [cb.at_step for cb in self._switches],
+                    "handle_signals": self.handle_signals}
+        return {"problem": digest_json({"fingerprint": fingerprint(problem, self.state),
+                                        "quantities": [(q.name, q.interval)
+                                                       for q in self.quantities]}),
+                "points": digest_arrays(problem.registry.batch()),
+                "initial state": digest_arrays(self.state),
+                "trainer settings and callbacks": digest_json(settings)}
+
     def _restore(self, problem: Problem, ckpt_path: str) -> None:
         """Assign the state, History and callback states a checkpoint holds."""
         def state_for(step: int) -> TrainState:  # the optimizers of the step before it
@@ -349,10 +407,16 @@ class Trainer:
                 points = extras[cb.initial_points().name]
                 extras[cb.initial_points().name] = jax.ShapeDtypeStruct(
                     (cb.size_at(max(step - 1, 0)),) + points.shape[1:], points.dtype)
-            return self.state.replace(extras=extras, opt_state={
+            state = self.state.replace(extras=extras, opt_state={
                 n: (self.state.opt_state[n] if txs[n] is self.txs[n]
                     else jax.eval_shape(txs[n].init, self.state.params[n])) for n in txs})
+            # several devices: orbax reads the state straight into its replicated layout
+            return self.sharding.abstract(state) if self.sharding.sharded else state
 
+        if self.processes.several:
+            self.processes.check_checkpoint(
+                ckpt_path, lambda: resolve(ckpt_path, self.callbacks),
+                step_of=lambda path: int(read_metadata(path)["step"]), errors=READ_ERRORS)
         restored = restore(ckpt_path, self.callbacks, problem, state_for)
         if restored is None:  # "last" / "best" with no checkpoint yet: a fresh start
             return
@@ -390,8 +454,13 @@ class Trainer:
                              "instance a distinct `state_key` (e.g. through its `name`).")
         return cbs
 
+    def _active(self) -> list[Callback]:
+        """The callbacks whose hooks run on this process: all on process 0; on the others,
+        those not marked ``global_zero_only`` (loggers, figures, the progress bar)."""
+        return [cb for cb in self.callbacks if self.is_global_zero or not cb.global_zero_only]
+
     def _call(self, hook: str, *args) -> None:
-        for cb in self.callbacks:
+        for cb in self._active():
             getattr(cb, hook)(self, self.problem, *args)
 
     def _collect_quantities(self, problem: Problem) -> list[InGraph]:
@@ -495,8 +564,10 @@ class Trainer:
         its parameters in the modules (``model.module``, so ``problem.eval`` sees them) and the
         History in ``problem.history``. The one place that writes them: after every chunk,
         after a restore, and when ``fit`` ends or is interrupted, so the three always agree.
-        A copy, because the live state's buffers are donated to the next chunk."""
-        state = jax.tree.map(jnp.copy, self.state)
+        A copy, because the live state's buffers are donated to the next chunk; with several
+        devices, a copy on this process's first device, so that ``problem.eval`` and plotting
+        callbacks run on one process alone."""
+        state = self.sharding.local(self.state)
         problem.state, problem.history = state, self.history
         for t in problem.trainables:
             nnx.update(t.module, state.params[problem.registry.name(t)])
@@ -563,7 +634,7 @@ class Trainer:
         flight is discarded and training goes on from their state: the steps computed are
         exactly those of a run without overlap.
         """
-        batch = self.sharding.replicate(problem.registry.batch())
+        batch = self.sharding.place_points(problem.registry.batch())
         self.state = self.sharding.replicate(self.state)
         if self.global_step >= self.max_steps:
             self._call("on_train_start")
@@ -571,9 +642,9 @@ class Trainer:
         sync = [EveryNSteps(f"{type(cb).__name__}.sync_every()", n)
                 for cb in self.callbacks if (n := cb.sync_every(self)) is not None]
         switch_steps = [cb.at_step for cb in self._switches]
-        per_step_hooks = [cb for cb in self.callbacks
+        per_step_hooks = [cb for cb in self._active()
                           if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
-        chunk_hooks = [cb for cb in self.callbacks
+        chunk_hooks = [cb for cb in self._active()
                        if type(cb).on_train_chunk_end is not Callback.on_train_chunk_end]
 
         def launch(state: TrainState, s0: int) -> tuple[int, int, ChunkProgram, TrainState, Any]:
@@ -607,6 +678,8 @@ class Trainer:
             replaced = self.state is not seen  # a callback replaced the state: go on from it
             if replaced:
                 self._step = int(self.state.step)
+            if self.processes.several:
+                self.processes.stop_together(self, preemption=self.handle_signals)
             if pending is not None and (replaced or self.should_stop):
                 pending = None  # the chunk in flight is dropped, and with it any switch of
                 # transforms its launch made: back to those of the state's last step

@@ -11,10 +11,13 @@ import jno_flax as jno
 import jno_flax.numpy as jnn
 
 
-def relobralo_poisson(n_interior: int, n_boundary: int, hidden: int) -> SimpleNamespace:
+def relobralo_poisson(n_interior: int, n_boundary: int, hidden: int,
+                      seed: int = 0) -> SimpleNamespace:
     """-Δu = 2π² sin(πx) sin(πy) on the unit square, u = 0 on its boundary; ReLoBRaLo weights
-    ``w_pde, w_bc`` for the two mean-square terms (the problem is built by the caller)."""
-    dom = jno.domain.rect((0, 1), (0, 1), n_interior=n_interior, n_boundary=n_boundary, seed=0)
+    ``w_pde, w_bc`` for the two mean-square terms (the problem is built by the caller); ``seed``
+    draws the points."""
+    dom = jno.domain.rect((0, 1), (0, 1), n_interior=n_interior, n_boundary=n_boundary,
+                          seed=seed)
     x, y = dom.variable("interior")
     xb, yb = dom.variable("boundary")
     net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=hidden, depth=2, rngs=nnx.Rngs(0)), name="u")

@@ -1,0 +1,106 @@
+"""One process of a Poisson run over ``jax.distributed`` processes with 2 CPU devices each (or
+the one-process reference: ``NUM_PROCESSES`` = 1, one device).
+
+usage: multi_process_run.py PROCESS_ID NUM_PROCESSES PORT DIR MODE
+
+MODE:
+  ``full``     200 steps in chunks of 10, checkpoints every 50 in DIR/ckpt, TensorBoard logs in
+               DIR/logs;
+  ``preempt``  the same, and process 1 sends itself SIGTERM at its first chunk end at or after
+               step 120: every process must save at one step and exit;
+  ``resume``   ``fit(..., ckpt_path="last")`` on DIR/ckpt, to step 200;
+  ``checks``   four fits in a row: process 1 draws other points (refused); process 1 fails in
+               ``on_fit_start`` (both stop); 20 steps (checkpoint at 10 and 20); a resume from
+               a path only process 0 can read (refused).
+
+Each process prints one line ``RESULT <json>``; process 0 writes the final parameters of the
+last training fit to DIR/params.npz.
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+PROCESS, COUNT, PORT, DIR, MODE = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
+                                   sys.argv[4], sys.argv[5])
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={2 if COUNT > 1 else 1}"
+#: JAX's preemption notifier polls for SIGTERM once a second; on a cluster the notice comes
+#: minutes before the kill, here the run must not end before it reaches every process
+NOTICE_SECONDS = 3.0
+
+import jax  # noqa: E402
+
+if COUNT > 1:
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{PORT}", num_processes=COUNT,
+                               process_id=PROCESS)
+
+import numpy as np  # noqa: E402
+
+import jno_flax as jno  # noqa: E402
+import jno_flax.numpy as jnn  # noqa: E402
+from jno_flax.callbacks import Callback, ModelCheckpoint, TensorBoardLogger  # noqa: E402
+from jno_flax.trainers import Trainer  # noqa: E402
+from _poisson import relobralo_poisson  # noqa: E402
+
+
+class SigtermAt(Callback):
+    """Process 1 sends itself SIGTERM once a chunk ends at or after ``step``."""
+
+    def __init__(self, step: int):
+        self.step, self.sent = step, False
+
+    def on_train_chunk_end(self, trainer, problem, chunk):
+        if not self.sent and trainer.global_rank == 1 and chunk.last_step + 1 >= self.step:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(NOTICE_SECONDS)
+
+
+def build(seed: int = 0):
+    p = relobralo_poisson(1000, 200, hidden=16, seed=seed)
+    jac = p.net(p.xb, p.yb).grad(p.net)
+    return jno.core([p.w_pde * p.pde, p.w_bc * p.bc,
+                     jnn.tracker(jnn.mean(jnn.abs(p.u - p.u_exact)), 10, name="err"),
+                     jnn.tracker(jnn.sqrt(jnn.sum(jac ** 2)), 25, name="jac_norm")])
+
+
+def fit(crux, steps, every, callbacks=(), ckpt_path=None, monitor=None):
+    """One fit; returns what the test checks (an error is returned, not raised)."""
+    ckpt = ModelCheckpoint(dirpath=os.path.join(DIR, "ckpt"), every_n_train_steps=every,
+                           save_top_k=-1, monitor=monitor)
+    trainer = Trainer(max_steps=steps, callbacks=[ckpt, *callbacks], chunk_size=10,
+                      logger=TensorBoardLogger(save_dir=os.path.join(DIR, "logs")),
+                      enable_progress_bar=False, enable_model_summary=False)
+    out = {"error": None, "exit": None}
+    try:
+        history = trainer.fit(crux, ckpt_path=ckpt_path)
+        out["losses"] = history.total_loss.tolist()
+        out["err"] = history.trackers["err"].values.tolist()
+        if PROCESS == 0:
+            leaves = jax.tree_util.tree_flatten_with_path(crux.state.params)[0]
+            np.savez(os.path.join(DIR, "params.npz"),
+                     **{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves})
+    except SystemExit as exit_:
+        out["exit"] = exit_.code
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
+        out["error"] = f"{type(err).__name__}: {err}"
+    out.update(step=trainer.global_step, saved=ckpt.last_saved_step,
+               stop_reason=trainer.stop_reason)
+    return out
+
+
+result = {"process": PROCESS, "pid": os.getpid()}
+if MODE == "checks":
+    crux = build()
+    result["differ"] = fit(build(seed=PROCESS), 20, 10)["error"]
+    result["fail"] = fit(crux, 20, 10, monitor="missing" if PROCESS == 1 else None)["error"]
+    result["train"] = fit(crux, 20, 10)
+    unseen = os.path.join(DIR, "ckpt", "10") if PROCESS == 0 else os.path.join(DIR, "none")
+    result["ckpt"] = fit(build(), 30, 10, ckpt_path=unseen)["error"]
+else:
+    result["train"] = fit(build(), 200, 50,
+                          callbacks=[SigtermAt(120)] if MODE == "preempt" else [],
+                          ckpt_path="last" if MODE == "resume" else None)
+print("RESULT " + json.dumps(result), flush=True)

@@ -1,0 +1,168 @@
+"""Runs over several JAX processes (``jax.distributed``): one problem, one stop, one step to
+save at on preemption.
+
+Every process runs the same ``fit``: it builds the same problem from the same seeds, compiles
+the same chunks and calls the same hooks, so that all take part in the same collectives.
+Three things would break that, silently or with a hang; here they become errors or
+agreements:
+
+* when ``fit`` starts, the processes compare digests of what they built (problem, points,
+  initial state, trainer settings and callbacks). A difference is an error on every process,
+  and so is an exception that one process raised while starting (the others name it);
+* a ``ckpt_path`` is resolved by every process, which must all find the same checkpoint (a
+  directory that only some processes can read is an error on all);
+* after each chunk, a stop asked on one process (a callback's ``trainer.stop``, SIGINT) stops
+  every process at the same step, and SIGTERM on any process (a preemption notice, caught by
+  JAX's preemption notifier) makes ``multihost_utils.reached_preemption_sync_point`` true on
+  every process at the same chunk boundary: all save there and exit.
+
+With one process none of this runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import signal
+import warnings
+from typing import TYPE_CHECKING, Any, Callable
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+if TYPE_CHECKING:  # pragma: no cover
+    from jno_flax.trainers import Trainer
+
+#: what the processes compare when ``fit`` starts, in this order
+DIGESTS = ("problem", "points", "initial state", "trainer settings and callbacks")
+_DIGEST_BYTES = 32
+_MESSAGE_BYTES = 512
+#: the argument of ``reached_preemption_sync_point``: the number of calls so far in this
+#: process (the sync point is the call after the highest count any process had reached when
+#: the notice came, so the count must grow by one per call, across every fit)
+_SYNC_CALLS = itertools.count()
+
+
+def digest_json(description: Any) -> bytes:
+    """SHA-256 of a JSON-able description (other values by their ``str``)."""
+    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).digest()
+
+
+def digest_arrays(tree: Any) -> bytes:
+    """SHA-256 of a pytree of arrays: every leaf's path, shape, dtype and bytes."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        host = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)} {host.shape} {host.dtype}".encode())
+        h.update(host.tobytes())
+    return h.digest()
+
+
+def _text(row: np.ndarray) -> str:
+    return bytes(row.astype(np.uint8)).rstrip(b"\0").decode(errors="replace")
+
+
+class Processes:
+    """This process's place among the processes of a ``jax.distributed`` run."""
+
+    def __init__(self):
+        self.count = jax.process_count()
+        self.index = jax.process_index()
+
+    @property
+    def several(self) -> bool:
+        return self.count > 1
+
+    def gather(self, row: np.ndarray) -> np.ndarray:
+        """``row`` of every process, stacked in process order (a collective: every process
+        must call it at the same point)."""
+        return np.asarray(multihost_utils.process_allgather(np.asarray(row, np.int32)))
+
+    # ------------------------------------------------------------------ fit start
+    def check_start(self, digests: dict[str, bytes] | None,
+                    failure: BaseException | None) -> None:
+        """Compare ``digests`` (``{name in DIGESTS: bytes}``) across processes, or tell them
+        that this process failed while starting (``failure``, re-raised here). Raises on
+        every process when they differ or one failed."""
+        table = np.zeros((len(DIGESTS), _DIGEST_BYTES), np.uint8)
+        for i, name in enumerate(DIGESTS):
+            if digests is not None:
+                table[i] = np.frombuffer(digests[name], np.uint8)
+        message = np.zeros(_MESSAGE_BYTES, np.uint8)
+        if failure is not None:
+            text = f"{type(failure).__name__}: {failure}".encode()[:_MESSAGE_BYTES]
+            message[:len(text)] = np.frombuffer(text, np.uint8)
+        rows = self.gather(np.concatenate([[failure is not None], table.ravel(), message]))
+        if failure is not None:
+            raise failure
+        failed = np.flatnonzero(rows[:, 0])
+        if failed.size:
+            p = int(failed[0])
+            raise RuntimeError(f"process {p} failed while `fit` started "
+                               f"({_text(rows[p, 1 + table.size:])}); every process stops.")
+        differences = []
+        for i, name in enumerate(DIGESTS):
+            cols = rows[:, 1 + i * _DIGEST_BYTES: 1 + (i + 1) * _DIGEST_BYTES]
+            differ = [p for p in range(self.count) if not np.array_equal(cols[p], cols[0])]
+            if differ:
+                differences.append(f"the {name} of process(es) {differ}")
+        if differences:
+            raise ValueError(f"the {self.count} processes built different runs: "
+                             f"{'; '.join(differences)} differ from process 0's. Every process "
+                             "must build the same problem (same seeds, points, networks, "
+                             "constraints and trackers) and the same Trainer and callbacks.")
+
+    # ------------------------------------------------------------------ resume
+    def check_checkpoint(self, ckpt_path: Any, find: Callable[[], list[str]],
+                         step_of: Callable[[str], int], errors: tuple) -> None:
+        """Every process resolves ``ckpt_path`` with ``find`` (candidate checkpoint
+        directories); all must find the same step. Raises on every process otherwise."""
+        error = None
+        try:
+            with warnings.catch_warnings():  # "no checkpoint yet" is warned by the restore
+                warnings.simplefilter("ignore")
+                candidates = find()
+            row = [1, step_of(candidates[0]) if candidates else -1]
+        except errors as err:
+            error, row = err, [0, -1]
+        rows = self.gather(np.array(row))
+        readable = rows[:, 0].astype(bool)
+        if not readable.any():
+            raise error
+        if not readable.all():
+            here = f" (here: {type(error).__name__}: {error})" if error is not None else ""
+            raise FileNotFoundError(
+                f"`ckpt_path` {ckpt_path!r} can be read by process(es) "
+                f"{np.flatnonzero(readable).tolist()} but not by "
+                f"{np.flatnonzero(~readable).tolist()}{here}. Every process must see the same "
+                "checkpoint directory (a file system shared by all hosts).")
+        steps = rows[:, 1]
+        if (steps != steps[0]).any():
+            seen = ", ".join(f"process {p}: {'none' if s < 0 else f'step {s}'}"
+                             for p, s in enumerate(steps.tolist()))
+            raise ValueError(f"`ckpt_path={ckpt_path!r}` finds different checkpoints on the "
+                             f"processes ({seen}). Every process must see the same checkpoint "
+                             "directory (a file system shared by all hosts).")
+
+    # ------------------------------------------------------------------ stopping
+    def stop_together(self, trainer: "Trainer", preemption: bool) -> None:
+        """After a chunk: if any process was preempted (SIGTERM), asked to stop, or received
+        a signal, every process stops at this step, with the same signal."""
+        step = trainer.global_step
+        preempted = preemption and multihost_utils.reached_preemption_sync_point(
+            next(_SYNC_CALLS))
+        sig = trainer.received_signal
+        rows = self.gather(np.array([trainer.should_stop, 0 if sig is None else int(sig),
+                                     preempted]))
+        if rows[:, 2].any():
+            trainer.received_signal = signal.SIGTERM
+            trainer.stop(f"received SIGTERM (preemption) on a process of {self.count}: every "
+                         f"process stopped at step {step}")
+        signals = rows[:, 1][rows[:, 1] > 0]
+        if trainer.received_signal is None and signals.size:
+            trainer.received_signal = signal.Signals(int(signals[0]))
+        stopped = np.flatnonzero(rows[:, 0])
+        if stopped.size and not trainer.should_stop:
+            trainer.stop(f"process {int(stopped[0])} stopped training at step {step}")
