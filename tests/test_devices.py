@@ -14,15 +14,17 @@ from jno_flax.trainers import Trainer
 SCRIPT = Path(__file__).parent / "scripts" / "sharded_run.py"
 
 
-@pytest.mark.parametrize("n_interior, n_boundary", [
-    (1001, 201), pytest.param(1000, 200, marks=pytest.mark.slow)])
-def test_four_devices_train_like_one(n_interior, n_boundary):
+@pytest.mark.parametrize("n_interior, n_boundary, extra", [
+    (1001, 201, []), pytest.param(1000, 200, ["schemes"], marks=pytest.mark.slow)])
+def test_four_devices_train_like_one(n_interior, n_boundary, extra):
     """50 steps on 4 forced CPU devices (a subprocess: the device count is fixed at start):
     losses, adaptive weights, an error tracker, a Jacobian-norm tracker and `crux.eval` equal
     the one-device run within rtol 1e-5, and the step's point arrays span the 4 devices along
-    the "points" axis; 1001 + 201 points are not divisible by 4."""
-    run = subprocess.run([sys.executable, str(SCRIPT), str(n_interior), str(n_boundary)],
-                         capture_output=True, text=True, timeout=300)
+    the "points" axis; 1001 + 201 points are not divisible by 4. The slow case also trains
+    every other adaptive scheme (SoftAdapt, DWA, gradient-norm, NTK, uncertainty, causal) on
+    1 and 4 devices: equal losses and weights."""
+    run = subprocess.run([sys.executable, str(SCRIPT), str(n_interior), str(n_boundary),
+                          *extra], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().endswith("ok")
 
