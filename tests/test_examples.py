@@ -16,7 +16,8 @@ OUTPUTS = {"01_poisson_2d.py": "runs/01_poisson_2d/poisson_2d.png",
            "05_gradient_conflict.py": "runs/05_gradient_conflict/conflict.png",
            "06_adaptive_weights.py": "runs/06_adaptive_weights/weights.png",
            "07_resume.py": "runs/07_resume/resume.png",
-           "08_burgers.py": "runs/08_burgers/burgers.png"}
+           "08_burgers.py": "runs/08_burgers/burgers.png",
+           "09_multi_process.py": "runs/09_multi_process/poisson.png"}
 
 
 def _run(example: Path, cwd: Path, steps: int | None) -> str:
@@ -32,7 +33,7 @@ def _run(example: Path, cwd: Path, steps: int | None) -> str:
 #: examples whose short run still takes long (several processes), or whose features the unit
 #: tests cover (diagnostics, adaptive weights); run with `-m slow`
 SLOW = {"04_ntk_diagnostics.py", "05_gradient_conflict.py", "06_adaptive_weights.py",
-        "07_resume.py", "08_burgers.py"}
+        "07_resume.py", "08_burgers.py", "09_multi_process.py"}
 
 
 @pytest.mark.parametrize("example", [pytest.param(e, marks=pytest.mark.slow) if e.name in SLOW
