@@ -68,8 +68,8 @@ def _params(tmp: Path) -> dict[str, np.ndarray]:
 def test_two_processes_agree_log_once_and_refuse_what_differs(tmp_path):
     """One launch of two processes, four fits: points drawn differently on process 1 are
     refused on both (not a hang); an exception in process 1's ``on_fit_start`` stops both,
-    and process 0 names it; 20 steps give the same History on both, checkpoints, and event
-    files written by process 0 only; a ``ckpt_path`` that only process 0 can read is refused
+    and process 0 names it; 20 steps on 1001 + 201 points (not divisible by the 4 devices)
+    give the same History on both, checkpoints, and event files written by process 0 only; a ``ckpt_path`` that only process 0 can read is refused
     on both."""
     p0, p1 = _launch(tmp_path, "checks")
     for r in (p0, p1):

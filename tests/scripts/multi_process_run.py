@@ -4,14 +4,15 @@ the one-process reference: ``NUM_PROCESSES`` = 1, one device).
 usage: multi_process_run.py PROCESS_ID NUM_PROCESSES PORT DIR MODE
 
 MODE:
-  ``full``     200 steps in chunks of 10, checkpoints every 50 in DIR/ckpt, TensorBoard logs in
+  ``full``     200 steps (1000 + 200 points) in chunks of 10, checkpoints every 50 in DIR/ckpt, TensorBoard logs in
                DIR/logs;
   ``preempt``  the same, and process 1 sends itself SIGTERM at its first chunk end at or after
                step 120: every process must save at one step and exit;
   ``resume``   ``fit(..., ckpt_path="last")`` on DIR/ckpt, to step 200;
-  ``checks``   four fits in a row: process 1 draws other points (refused); process 1 fails in
-               ``on_fit_start`` (both stop); 20 steps (checkpoint at 10 and 20); a resume from
-               a path only process 0 can read (refused).
+  ``checks``   four fits in a row, on 1001 + 201 points: process 1 draws other points
+               (refused); process 1 fails in ``on_fit_start`` (both stop); 20 steps
+               (checkpoint at 10 and 20); a resume from a path only process 0 can read
+               (refused).
 
 Each process prints one line ``RESULT <json>``; process 0 writes the final parameters of the
 last training fit to DIR/params.npz.
@@ -59,7 +60,9 @@ class SigtermAt(Callback):
 
 
 def build(seed: int = 0):
-    p = relobralo_poisson(1000, 200, hidden=16, seed=seed)
+    # checks: point counts that the 4 devices do not divide (whole on every device)
+    p = relobralo_poisson(*((1001, 201) if MODE == "checks" else (1000, 200)), hidden=16,
+                          seed=seed)
     jac = p.net(p.xb, p.yb).grad(p.net)
     return jno.core([p.w_pde * p.pde, p.w_bc * p.bc,
                      jnn.tracker(jnn.mean(jnn.abs(p.u - p.u_exact)), 10, name="err"),
