@@ -32,6 +32,8 @@ class ModelSummary(Callback):
 
     Args:
         stream: where to print (default ``sys.stdout``).
+
+    With several ``jax.distributed`` processes, only process 0 prints.
     """
 
     global_zero_only = True

@@ -97,10 +97,11 @@ class PointSharding:
 
     def abstract(self, tree: Any) -> Any:
         """``jax.ShapeDtypeStruct`` leaves placed as :meth:`replicate` places them: a restore
-        target that orbax reads straight onto the devices."""
-        sharding = self.replicated if self.sharded else None
-        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
-            x.shape, x.dtype, sharding=sharding or getattr(x, "sharding", None)), tree)
+        target that orbax reads straight onto the devices (unchanged with one device)."""
+        if not self.sharded:
+            return tree
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                           sharding=self.replicated), tree)
 
     def local(self, tree: Any) -> Any:
         """A copy of a replicated ``tree`` on this process's first device: what the modules

@@ -411,7 +411,7 @@ class Trainer:
                 n: (self.state.opt_state[n] if txs[n] is self.txs[n]
                     else jax.eval_shape(txs[n].init, self.state.params[n])) for n in txs})
             # several devices: orbax reads the state straight into its replicated layout
-            return self.sharding.abstract(state) if self.sharding.sharded else state
+            return self.sharding.abstract(state)
 
         if self.processes.several:
             self.processes.check_checkpoint(
