@@ -66,11 +66,16 @@ def _params(tmp: Path) -> dict[str, np.ndarray]:
 
 
 def test_two_processes_agree_log_once_and_refuse_what_differs(tmp_path):
-    """One launch of two processes, four fits: points drawn differently on process 1 are
-    refused on both (not a hang); an exception in process 1's ``on_fit_start`` stops both,
-    and process 0 names it; 20 steps on 1001 + 201 points (not divisible by the 4 devices)
-    give the same History on both, checkpoints, and event files written by process 0 only; a ``ckpt_path`` that only process 0 can read is refused
-    on both."""
+    """One launch of two processes, five fits:
+
+    * points drawn differently on process 1 are refused on both (not a hang);
+    * an exception in process 1's ``on_fit_start`` stops both, and process 0 names it;
+    * 20 steps on 1001 + 201 points (not divisible by the 4 devices) give the same History
+      on both, checkpoints, and event files written by process 0 only;
+    * a ``ckpt_path`` that only process 0 can read is refused on both;
+    * mini-batches and RAR-D growth (100 points added before step 10: a chunk boundary and
+      a new point count) train alike on both.
+    """
     p0, p1 = _launch(tmp_path, "checks")
     for r in (p0, p1):
         assert r["differ"].startswith("ValueError: the 2 processes built different runs: the "
@@ -90,6 +95,8 @@ def test_two_processes_agree_log_once_and_refuse_what_differs(tmp_path):
     events = _events(tmp_path)
     assert len(events) == 1, events  # one fit trained; process 1 wrote nothing
     assert f".{p0['pid']}." in events[0].name
+    assert p0["moving"] == p1["moving"]
+    assert p0["moving"]["points"] == 1001 + 100 and len(p0["moving"]["losses"]) == 20
 
 
 @pytest.mark.slow

@@ -9,10 +9,11 @@ MODE:
   ``preempt``  the same, and process 1 sends itself SIGTERM at its first chunk end at or after
                step 120: every process must save at one step and exit;
   ``resume``   ``fit(..., ckpt_path="last")`` on DIR/ckpt, to step 200;
-  ``checks``   four fits in a row, on 1001 + 201 points: process 1 draws other points
+  ``checks``   five fits in a row, on 1001 + 201 points: process 1 draws other points
                (refused); process 1 fails in ``on_fit_start`` (both stop); 20 steps
                (checkpoint at 10 and 20); a resume from a path only process 0 can read
-               (refused).
+               (refused); 20 steps on mini-batches of 256, RAR-D adding 100 interior points
+               before step 10 (no checkpoint, no logger).
 
 Each process prints one line ``RESULT <json>``; process 0 writes the final parameters of the
 last training fit to DIR/params.npz.
@@ -32,6 +33,7 @@ os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={2 if COUNT >
 NOTICE_SECONDS = 3.0
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 if COUNT > 1:
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{PORT}", num_processes=COUNT,
@@ -41,7 +43,8 @@ import numpy as np  # noqa: E402
 
 import jno_flax as jno  # noqa: E402
 import jno_flax.numpy as jnn  # noqa: E402
-from jno_flax.callbacks import Callback, ModelCheckpoint, TensorBoardLogger  # noqa: E402
+from jno_flax.callbacks import (Callback, ModelCheckpoint, ResamplePoints,  # noqa: E402
+                                TensorBoardLogger)
 from jno_flax.trainers import Trainer  # noqa: E402
 from _poisson import relobralo_poisson  # noqa: E402
 
@@ -59,14 +62,18 @@ class SigtermAt(Callback):
             time.sleep(NOTICE_SECONDS)
 
 
-def build(seed: int = 0):
+def build(seed: int = 0, resample: bool = False):
     # checks: point counts that the 4 devices do not divide (whole on every device)
     p = relobralo_poisson(*((1001, 201) if MODE == "checks" else (1000, 200)), hidden=16,
                           seed=seed)
     jac = p.net(p.xb, p.yb).grad(p.net)
-    return jno.core([p.w_pde * p.pde, p.w_bc * p.bc,
+    crux = jno.core([p.w_pde * p.pde, p.w_bc * p.bc,
                      jnn.tracker(jnn.mean(jnn.abs(p.u - p.u_exact)), 10, name="err"),
                      jnn.tracker(jnn.sqrt(jnn.sum(jac ** 2)), 25, name="jac_norm")])
+    if not resample:
+        return crux
+    residual = p.u.laplacian(p.x, p.y) + 2 * jnp.pi**2 * p.u_exact
+    return crux, ResamplePoints(residual, every_n_train_steps=10, strategy="rar-d", n_add=100)
 
 
 def fit(crux, steps, every, callbacks=(), ckpt_path=None, monitor=None):
@@ -102,6 +109,12 @@ if MODE == "checks":
     result["train"] = fit(crux, 20, 10)
     unseen = os.path.join(DIR, "ckpt", "10") if PROCESS == 0 else os.path.join(DIR, "none")
     result["ckpt"] = fit(build(), 30, 10, ckpt_path=unseen)["error"]
+    moving, grow = build(resample=True)
+    trainer = Trainer(max_steps=20, callbacks=[grow], batch_size=256, chunk_size=10,
+                      logger=False, enable_progress_bar=False, enable_model_summary=False)
+    history = trainer.fit(moving)
+    result["moving"] = {"losses": history.total_loss.tolist(),
+                        "points": int(moving.state.extras[grow.initial_points().name].shape[0])}
 else:
     result["train"] = fit(build(), 200, 50,
                           callbacks=[SigtermAt(120)] if MODE == "preempt" else [],
