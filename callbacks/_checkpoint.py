@@ -52,6 +52,17 @@ def _versions() -> dict[str, str]:
             "optax": optax.__version__, "orbax-checkpoint": getattr(ocp, "__version__", "?")}
 
 
+class _Manager(ocp.CheckpointManager):
+    """orbax's manager, leaving JAX's preemption sync point to the trainer. orbax asks
+    ``reached_preemption_sync_point(step)`` at every save (for its logs), with the training
+    step as the call id; the sync point is the call after the highest id that any process had
+    reached when the notice came, so those ids would put it where the trainer never calls
+    (see ``trainers/_processes.py``)."""
+
+    def reached_preemption(self, step: int) -> bool:
+        return False
+
+
 class ModelCheckpoint(Callback):
     """Saves the whole training state with orbax; resume with ``fit(..., ckpt_path=...)``.
 
@@ -127,7 +138,7 @@ class ModelCheckpoint(Callback):
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=None, step_prefix=self.filename, create=True,
                 enable_async_checkpointing=self.async_save)
-            self._manager = ocp.CheckpointManager(self.dirpath, options=options)
+            self._manager = _Manager(self.dirpath, options=options)
         return self._manager
 
     def all_steps(self) -> list[int]:

@@ -40,8 +40,9 @@ DIGESTS = ("problem", "points", "initial state", "trainer settings and callbacks
 _DIGEST_BYTES = 32
 _MESSAGE_BYTES = 512
 #: the argument of ``reached_preemption_sync_point``: the number of calls so far in this
-#: process (the sync point is the call after the highest count any process had reached when
-#: the notice came, so the count must grow by one per call, across every fit)
+#: process. The sync point is the call after the highest count any process had reached when
+#: the notice came, so the count must grow by one per call, across every fit, and nothing
+#: else may call it with other ids (``ModelCheckpoint``'s orbax manager does not).
 _SYNC_CALLS = itertools.count()
 
 

@@ -28,9 +28,11 @@ import time
 PROCESS, COUNT, PORT, DIR, MODE = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
                                    sys.argv[4], sys.argv[5])
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={2 if COUNT > 1 else 1}"
-#: JAX's preemption notifier polls for SIGTERM once a second; on a cluster the notice comes
-#: minutes before the kill, here the run must not end before it reaches every process
-NOTICE_SECONDS = 3.0
+#: JAX's preemption notifier polls for SIGTERM once a second and then tells the other
+#: processes; on a cluster the notice comes minutes before the kill, here process 1 waits this
+#: long at each chunk end after its SIGTERM, so that the run does not end before the notice
+#: has reached every process (the stop ends the waiting)
+NOTICE_SECONDS = 2.0
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -50,16 +52,19 @@ from _poisson import relobralo_poisson  # noqa: E402
 
 
 class SigtermAt(Callback):
-    """Process 1 sends itself SIGTERM once a chunk ends at or after ``step``."""
+    """Process 1 sends itself SIGTERM once a chunk ends at or after ``step``, then gives the
+    notice time to travel at every chunk end until the stop."""
 
     def __init__(self, step: int):
         self.step, self.sent = step, False
 
     def on_train_chunk_end(self, trainer, problem, chunk):
-        if not self.sent and trainer.global_rank == 1 and chunk.last_step + 1 >= self.step:
+        if trainer.global_rank != 1 or chunk.last_step + 1 < self.step:
+            return
+        if not self.sent:
             self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(NOTICE_SECONDS)
+        time.sleep(NOTICE_SECONDS)
 
 
 def build(seed: int = 0, resample: bool = False):
