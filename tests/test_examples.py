@@ -31,8 +31,8 @@ def _run(example: Path, cwd: Path, steps: int | None) -> str:
 
 
 #: examples whose short run still takes long (several processes), or whose features the unit
-#: tests cover (diagnostics, adaptive weights); run with `-m slow`
-SLOW = {"04_ntk_diagnostics.py", "05_gradient_conflict.py", "06_adaptive_weights.py",
+#: tests cover (Trainer override points, diagnostics, adaptive weights); run with `-m slow`
+SLOW = {"03_custom_trainer.py", "04_ntk_diagnostics.py", "05_gradient_conflict.py", "06_adaptive_weights.py",
         "07_resume.py", "08_burgers.py", "09_multi_process.py"}
 
 
