@@ -26,11 +26,14 @@ import itertools
 import json
 import signal
 import warnings
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+
+from jno_flax.callbacks._callback import Callback
+from jno_flax.callbacks._restore import READ_ERRORS, read_metadata, resolve
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax.trainers import Trainer
@@ -116,17 +119,16 @@ class Processes:
                              "constraints and trackers) and the same Trainer and callbacks.")
 
     # ------------------------------------------------------------------ resume
-    def check_checkpoint(self, ckpt_path: Any, find: Callable[[], list[str]],
-                         step_of: Callable[[str], int], errors: tuple) -> None:
-        """Every process resolves ``ckpt_path`` with ``find`` (candidate checkpoint
-        directories); all must find the same step. Raises on every process otherwise."""
+    def check_checkpoint(self, ckpt_path: Any, callbacks: list[Callback]) -> None:
+        """Every process resolves ``ckpt_path`` among the checkpoints of ``callbacks``; all
+        must find the same step. Raises on every process otherwise."""
         error = None
         try:
             with warnings.catch_warnings():  # "no checkpoint yet" is warned by the restore
                 warnings.simplefilter("ignore")
-                candidates = find()
-            row = [1, step_of(candidates[0]) if candidates else -1]
-        except errors as err:
+                candidates = resolve(ckpt_path, callbacks)
+            row = [1, int(read_metadata(candidates[0])["step"]) if candidates else -1]
+        except READ_ERRORS as err:
             error, row = err, [0, -1]
         rows = self.gather(np.array(row))
         readable = rows[:, 0].astype(bool)

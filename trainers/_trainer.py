@@ -21,7 +21,7 @@ from jno_flax.callbacks._callback import (Callback, ChunkMetrics, InGraph, State
 from jno_flax.callbacks._logger import Logger
 from jno_flax.callbacks._periodic import EveryNSteps
 from jno_flax.callbacks._resample import ResamplePoints
-from jno_flax.callbacks._restore import READ_ERRORS, fingerprint, read_metadata, resolve, restore
+from jno_flax.callbacks._restore import fingerprint, restore
 from jno_flax.callbacks._switch import SwitchOptimizer
 from jno_flax.trainers._batches import check_batch_size, draw_minibatch, resolve_batch_sizes
 from jno_flax.trainers._chunk import ChunkProgram
@@ -414,9 +414,7 @@ class Trainer:
             return self.sharding.abstract(state)
 
         if self.processes.several:
-            self.processes.check_checkpoint(
-                ckpt_path, lambda: resolve(ckpt_path, self.callbacks),
-                step_of=lambda path: int(read_metadata(path)["step"]), errors=READ_ERRORS)
+            self.processes.check_checkpoint(ckpt_path, self.callbacks)
         restored = restore(ckpt_path, self.callbacks, problem, state_for)
         if restored is None:  # "last" / "best" with no checkpoint yet: a fresh start
             return
