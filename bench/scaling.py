@@ -1,6 +1,6 @@
 """Steps/s and points·steps/s against the number of collocation points, on 1, 2 and 4 devices.
 
-The reference Poisson problem (2-64x3-1 tanh MLP, Laplacian residual) with ``N`` interior and
+The reference Poisson problem (``bench/_reference.py``: 2-64x3-1 tanh MLP) with ``N`` interior and
 ``N / 5`` boundary points, trained in fused chunks by ``Trainer(devices=d)``. Each device count
 runs in its own process (on CPU, ``--xla_force_host_platform_device_count=d`` splits the host
 into ``d`` devices: a check of correctness and overhead, not of speed-up, since they share the
@@ -21,24 +21,15 @@ import time
 
 
 def measure(sizes: list[int], steps: int, devices: int) -> list[dict]:
-    import jax.numpy as jnp
-    import optax
-    from flax import nnx
-
     import jno_flax as jno
-    import jno_flax.numpy as jnn
     from jno_flax.trainers import Trainer
+    from _reference import reference_poisson
 
     rows = []
     for n in sizes:
-        dom = jno.domain.rect((0, 1), (0, 1), n_interior=n, n_boundary=max(n // 5, 4), seed=0)
-        x, y = dom.variable("interior")
-        xb, yb = dom.variable("boundary")
-        net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=64, depth=3, rngs=nnx.Rngs(0)), name="u")
-        net.optimizer(optax.adam(1e-3))
-        u = net(x, y)
-        f = 2 * jnp.pi**2 * jnn.sin(jnp.pi * x) * jnn.sin(jnp.pi * y)
-        crux = jno.core([(u.laplacian(x, y) + f).mse, net(xb, yb).mse])
+        n_boundary = max(n // 5, 4)
+        ref = reference_poisson(n_interior=n, n_boundary=n_boundary)
+        crux = jno.core([ref.pde.mse, ref.bc.mse])
         trainer = Trainer(max_steps=steps, chunk_size=steps, devices=devices, logger=False,
                           enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(crux)  # compiles, runs one chunk
@@ -47,7 +38,7 @@ def measure(sizes: list[int], steps: int, devices: int) -> list[dict]:
         trainer.fit(crux)
         rate = steps / (time.perf_counter() - t0)
         rows.append({"devices": devices, "n": n, "steps_per_s": rate,
-                     "points_steps_per_s": rate * (n + dom.pointset("boundary").n)})
+                     "points_steps_per_s": rate * (n + n_boundary)})
     return rows
 
 
