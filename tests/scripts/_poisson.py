@@ -29,3 +29,12 @@ def relobralo_poisson(n_interior: int, n_boundary: int, hidden: int,
     w_pde, w_bc = jno.adaptive.relobralo([pde, bc])
     return SimpleNamespace(dom=dom, x=x, y=y, xb=xb, yb=yb, net=net, u=u, u_exact=u_exact,
                            pde=pde, bc=bc, w_pde=w_pde, w_bc=w_bc)
+
+
+def tracked_core(p: SimpleNamespace) -> jno.Problem:
+    """The weighted problem with two interval trackers: the mean error every 10 steps and the
+    norm of the boundary Jacobian ``u_b.grad(net)`` every 25."""
+    jac = p.net(p.xb, p.yb).grad(p.net)
+    return jno.core([p.w_pde * p.pde, p.w_bc * p.bc,
+                     jnn.tracker(jnn.mean(jnn.abs(p.u - p.u_exact)), 10, name="err"),
+                     jnn.tracker(jnn.sqrt(jnn.sum(jac ** 2)), 25, name="jac_norm")])

@@ -43,12 +43,10 @@ if COUNT > 1:
 
 import numpy as np  # noqa: E402
 
-import jno_flax as jno  # noqa: E402
-import jno_flax.numpy as jnn  # noqa: E402
 from jno_flax.callbacks import (Callback, ModelCheckpoint, ResamplePoints,  # noqa: E402
                                 TensorBoardLogger)
 from jno_flax.trainers import Trainer  # noqa: E402
-from _poisson import relobralo_poisson  # noqa: E402
+from _poisson import relobralo_poisson, tracked_core  # noqa: E402
 
 
 class SigtermAt(Callback):
@@ -71,10 +69,7 @@ def build(seed: int = 0, resample: bool = False):
     # checks: point counts that the 4 devices do not divide (whole on every device)
     p = relobralo_poisson(*((1001, 201) if MODE == "checks" else (1000, 200)), hidden=16,
                           seed=seed)
-    jac = p.net(p.xb, p.yb).grad(p.net)
-    crux = jno.core([p.w_pde * p.pde, p.w_bc * p.bc,
-                     jnn.tracker(jnn.mean(jnn.abs(p.u - p.u_exact)), 10, name="err"),
-                     jnn.tracker(jnn.sqrt(jnn.sum(jac ** 2)), 25, name="jac_norm")])
+    crux = tracked_core(p)
     if not resample:
         return crux
     residual = p.u.laplacian(p.x, p.y) + 2 * jnp.pi**2 * p.u_exact

@@ -14,9 +14,8 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import jno_flax as jno  # noqa: E402
-import jno_flax.numpy as jnn  # noqa: E402
 from jno_flax.trainers import Trainer  # noqa: E402
-from _poisson import relobralo_poisson  # noqa: E402
+from _poisson import relobralo_poisson, tracked_core  # noqa: E402
 
 N_INTERIOR, N_BOUNDARY = int(sys.argv[1]), int(sys.argv[2])
 SCHEMES = sys.argv[3:] == ["schemes"]
@@ -36,10 +35,7 @@ class Probe(Trainer):
 
 def run(devices):
     p = relobralo_poisson(N_INTERIOR, N_BOUNDARY, hidden=16)
-    jac = p.net(p.xb, p.yb).grad(p.net)
-    crux = jno.core([p.w_pde * p.pde, p.w_bc * p.bc,
-                     jnn.tracker(jnn.mean(jnn.abs(p.u - p.u_exact)), 10, name="err"),
-                     jnn.tracker(jnn.sqrt(jnn.sum(jac ** 2)), 25, name="jac_norm")])
+    crux = tracked_core(p)
     trainer = Probe(max_steps=50, devices=devices, **QUIET)
     history = trainer.fit(crux)
     return history, crux, p.u
