@@ -16,6 +16,11 @@ Retention: the newest checkpoint is always kept; besides it, the ``save_top_k`` 
 ``monitor`` (or, without a monitor, the ``save_top_k`` newest); ``-1`` keeps all. Pruning
 happens only once a newer checkpoint is complete, so a process killed while writing still
 has its previous checkpoint. A checkpoint is never written from a non-finite state.
+
+Ownership (``callbacks/_checkpoint_dir.py``): a directory belongs to the run that wrote it.
+A fit never deletes or replaces another run's checkpoints, nor the newer checkpoints of its
+own run when it resumed from an older one; it refuses to start instead, with the list of
+what is there and the ways out. Retention only ever considers the run's own checkpoints.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +39,10 @@ import orbax.checkpoint as ocp
 
 from jno_flax._checks import integer
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
+from jno_flax.callbacks._checkpoint_dir import DirectoryLock, Entry, foreign, list_entries
 from jno_flax.callbacks._periodic import EveryNSteps
-from jno_flax.callbacks._restore import READ_ERRORS, fingerprint, history_arrays, read_metadata
+from jno_flax.callbacks._restore import (RESERVED_ENTRIES, fingerprint, history_arrays,
+                                         read_metadata)
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
@@ -68,6 +76,8 @@ class ModelCheckpoint(Callback):
 
     Args:
         dirpath: directory of the checkpoints (default ``<default_root_dir>/checkpoints``).
+            It belongs to one run: a fit that did not resume from it refuses to write where
+            another run's checkpoints are (see the module docstring).
         filename: prefix of the step directories (``<filename>_<step>``); default: the step.
         monitor: ``"loss"``, a constraint or a scalar tracker ranking the checkpoints.
         mode: ``"min"`` or ``"max"`` for ``monitor``.
@@ -82,7 +92,7 @@ class ModelCheckpoint(Callback):
     Attributes:
         best_model_path: the checkpoint with the best ``monitor`` score (``""`` before one).
         best_model_score: its score.
-        last_model_path: the newest checkpoint written.
+        last_model_path: the newest complete checkpoint written by this run.
 
     >>> ModelCheckpoint(monitor="val_error", save_top_k=2, every_n_train_steps=1000)
     """
@@ -115,16 +125,20 @@ class ModelCheckpoint(Callback):
         self.best_model_path = ""
         self.best_model_score: float | None = None
         self.last_model_path = ""
+        #: the step of the newest complete checkpoint of this fit (or the one resumed from)
         self.last_saved_step: int | None = None
-        self._scores: dict[int, float] = {}
+        self._issued: int | None = None   # the step of the save in flight, if any
         self._latest: dict[str, float] = {}
         self._manager: ocp.CheckpointManager | None = None
+        self._lock = DirectoryLock()
+        self._run_id: str | None = None
+        self._replaceable: set[str] = set()   # damaged checkpoints a "last" resume skipped
 
     @property
     def state_key(self) -> str:
         return f"ModelCheckpoint[{self._given_dirpath or '<default_root_dir>/checkpoints'}]"
 
-    # ------------------------------------------------------------------ orbax
+    # ------------------------------------------------------------------ the directory
     def _resolve_dirpath(self, trainer: "Trainer") -> None:
         if not self._given_dirpath:
             self.dirpath = os.path.abspath(os.path.join(trainer.default_root_dir, "checkpoints"))
@@ -141,13 +155,13 @@ class ModelCheckpoint(Callback):
             self._manager = _Manager(self.dirpath, options=options)
         return self._manager
 
+    def entries(self) -> list[Entry]:
+        """The complete checkpoints in ``dirpath`` with their metadata, oldest first."""
+        return list_entries(self.dirpath, self.filename)
+
     def all_steps(self) -> list[int]:
-        """Steps with a complete checkpoint, oldest first. Read from the directory, not
-        through the orbax manager, whose creation is a collective of every process."""
-        if not self.dirpath or not os.path.isdir(self.dirpath):
-            return []
-        name_format = ocp.step.standard_name_format(step_prefix=self.filename)
-        return sorted(m.step for m in name_format.find_all(self.dirpath))
+        """Steps with a complete checkpoint in ``dirpath``, oldest first (any run's)."""
+        return [e.step for e in self.entries()]
 
     def step_path(self, step: int) -> str:
         name = str(step) if self.filename is None else f"{self.filename}_{step}"
@@ -157,29 +171,49 @@ class ModelCheckpoint(Callback):
         """The best of ``paths`` by the monitored score stored in each checkpoint."""
         if self.monitor is None:
             raise ValueError("`ckpt_path='best'` needs a ModelCheckpoint with a `monitor`.")
-        scored = []
-        for path in paths:
-            try:
-                score = read_metadata(path).get("score")
-            except READ_ERRORS:
-                continue
-            if score is not None and math.isfinite(score):
-                scored.append((score if self.mode == "min" else -score, path))
+        scored = [(e.score if self.mode == "min" else -e.score, e.path)
+                  for e in self.entries() if e.path in paths and e.monitor == self.monitor
+                  and e.score is not None and math.isfinite(e.score)]
         if not scored:
             raise FileNotFoundError(f"`ckpt_path='best'`: no checkpoint in {self.dirpath!r} "
                                     f"has a score for `monitor` {self.monitor!r}.")
         return min(scored)[1]
 
+    def _own(self) -> list[Entry]:
+        """This run's checkpoints that it may prune: its own, not damaged, not newer than
+        the newest complete one it wrote."""
+        newest = self.last_saved_step
+        return [e for e in self.entries() if e.readable and e.run_id == self._run_id
+                and newest is not None and e.step <= newest]
+
     def wait(self) -> None:
-        if self._manager is not None:
+        """Block until the save in flight is complete; then it counts as the newest."""
+        if self._manager is None:
+            return
+        try:
             self._manager.wait_until_finished()
+        except OSError as err:
+            self._issued = None
+            raise OSError(f"ModelCheckpoint could not write a checkpoint to {self.dirpath!r} "
+                          f"({type(err).__name__}: {err}); {self._newest_text()}.") from err
+        if self._issued is not None:
+            self.last_saved_step, self._issued = self._issued, None
+            self.last_model_path = self.step_path(self.last_saved_step)
+
+    def _newest_text(self) -> str:
+        if self.last_model_path and os.path.isdir(self.last_model_path):
+            return f"the newest complete checkpoint is {self.last_model_path}"
+        return "no complete checkpoint of this run remains"
 
     def close(self) -> None:
-        if self._manager is not None:
-            self._manager.wait_until_finished()
-            self._prune()
-            self._manager.close()
+        try:
+            if self._manager is not None:
+                self.wait()
+                self._prune()
+                self._manager.close()
+        finally:
             self._manager = None
+            self._lock.release()
 
     # ------------------------------------------------------------------ hooks
     def sync_every(self, trainer: "Trainer") -> int | None:
@@ -187,6 +221,9 @@ class ModelCheckpoint(Callback):
 
     def setup(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
         self._resolve_dirpath(trainer)
+        if os.path.exists(self.dirpath) and not os.path.isdir(self.dirpath):
+            raise NotADirectoryError(f"ModelCheckpoint `dirpath` {self.dirpath!r} is a file, "
+                                     "not a directory; give a directory path.")
         try:
             os.makedirs(self.dirpath, exist_ok=True)
         except OSError as err:
@@ -195,6 +232,11 @@ class ModelCheckpoint(Callback):
         if not os.access(self.dirpath, os.W_OK | os.X_OK):
             raise PermissionError(f"ModelCheckpoint `dirpath` {self.dirpath!r} is not "
                                   "writable; choose a directory you can write to.")
+        self._replaceable = set()
+        self._issued = None
+        self.last_saved_step = None
+        if trainer.is_global_zero:  # the processes of one run share the directory
+            self._lock.acquire(self.dirpath)
 
     def on_fit_start(self, trainer: "Trainer", problem: "Problem") -> None:
         if self.monitor is not None:
@@ -202,6 +244,44 @@ class ModelCheckpoint(Callback):
             if self.monitor not in available:
                 raise ValueError(f"ModelCheckpoint `monitor` {self.monitor!r} is not a logged "
                                  f"quantity; available: {available}.")
+
+    def on_load_checkpoint(self, trainer: "Trainer", problem: "Problem",
+                           checkpoint: dict[str, Any]) -> None:
+        self._replaceable = {p for p in checkpoint.get("skipped", [])
+                             if os.path.dirname(p) == self.dirpath}
+        # the monitored values when it was written: from the metadata, which moves with the
+        # directory (this callback's state entry is keyed by the path it was given)
+        self._latest = {k: float(v) for k, v in checkpoint["metadata"]["losses"].items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    def on_train_start(self, trainer: "Trainer", problem: "Problem") -> None:
+        """Claim the directory for this run (or refuse), and rebuild the scores."""
+        self._run_id = trainer.history.run_id
+        start = trainer.global_step
+        entries = self.entries()
+        if trainer.max_steps > start:
+            self._refuse_foreign(foreign(entries, self._run_id, start, self._replaceable),
+                                 start)
+        if any(e.step == start and e.run_id == self._run_id for e in entries):
+            self.last_saved_step = start   # resumed from it: saving it again adds nothing
+            self.last_model_path = self.step_path(start)
+        self._update_best()
+
+    def _refuse_foreign(self, others: list[Entry], start: int) -> None:
+        if not others:
+            return
+        steps = [e.step for e in others]
+        if any(e.run_id != self._run_id for e in others):
+            what = "checkpoints of another run"
+            fix = ("resume that run with `fit(..., ckpt_path=\"last\")`, give this run its "
+                   "own `dirpath`, or delete those checkpoints")
+        else:
+            what = f"newer checkpoints of this run (it resumed from step {start})"
+            fix = ("continuing here would replace them: give the continued run its own "
+                   "`dirpath` (resume with `ckpt_path=<the checkpoint's path>`), or resume "
+                   "`\"last\"`")
+        raise ValueError(f"ModelCheckpoint `dirpath` {self.dirpath!r} holds {what} "
+                         f"(steps {steps}); nothing was deleted or written. To go on: {fix}.")
 
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:
@@ -215,8 +295,9 @@ class ModelCheckpoint(Callback):
 
     def on_train_end(self, trainer: "Trainer", problem: "Problem") -> None:
         signum = trainer.received_signal
+        done = self._issued if self._issued is not None else self.last_saved_step
         if ((self.save_last or signum is not None) and trainer.global_step > 0
-                and self.last_saved_step != trainer.global_step):
+                and done != trainer.global_step):
             self.save(trainer, problem)
         self.wait()
         self._prune()
@@ -227,23 +308,22 @@ class ModelCheckpoint(Callback):
 
     def on_exception(self, trainer: "Trainer", problem: "Problem",
                      exception: BaseException) -> None:
-        self.wait()
+        try:
+            self.wait()
+        except OSError as err:  # the exception in flight is the one to report
+            warnings.warn(str(err), RuntimeWarning, stacklevel=2)
 
     def teardown(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
         self.close()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"scores": [[s, v] for s, v in sorted(self._scores.items())],
-                "latest": dict(self._latest), "best_model_path": self.best_model_path,
-                "best_model_score": self.best_model_score,
-                "last_model_path": self.last_model_path}
+        return {"latest": dict(self._latest)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._scores = {int(s): float(v) for s, v in state_dict.get("scores", [])}
-        self._latest = {k: float(v) for k, v in state_dict.get("latest", {}).items()}
-        self.best_model_path = state_dict.get("best_model_path", "")
-        self.best_model_score = state_dict.get("best_model_score")
-        self.last_model_path = state_dict.get("last_model_path", "")
+        latest = state_dict.get("latest", {})
+        if isinstance(latest, dict):
+            self._latest = {str(k): float(v) for k, v in latest.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     # ------------------------------------------------------------------ save and retention
     def _score(self, step: int) -> float | None:
@@ -256,7 +336,8 @@ class ModelCheckpoint(Callback):
 
     def save(self, trainer: "Trainer", problem: "Problem") -> str | None:
         """Write a checkpoint of the live state at ``trainer.global_step`` (skipped, with a
-        warning, if the state is not finite)."""
+        warning, if the state is not finite). Returns the path it is written to; it counts
+        as ``last_model_path`` once complete."""
         from jno_flax.trainers._state import all_finite
         step = trainer.global_step
         if not bool(all_finite((trainer.state.params, trainer.state.opt_state))):
@@ -265,62 +346,85 @@ class ModelCheckpoint(Callback):
             return None
         score = self._score(step)
         self.wait()   # the previous save is complete: older ones may go now
-        for old in [s for s in self.manager.all_steps() if s >= step]:
-            self.manager.delete(old)   # superseded by a run resumed from an older step
-            self._scores.pop(old, None)
+        if not (os.path.isdir(self.dirpath) and os.access(self.dirpath, os.W_OK | os.X_OK)):
+            what = "is no longer a directory" if not os.path.isdir(self.dirpath) else \
+                "is no longer writable"
+            raise OSError(f"ModelCheckpoint `dirpath` {self.dirpath!r} {what}: the checkpoint "
+                          f"of step {step} cannot be written; {self._newest_text()}.")
+        path = self.step_path(step)
+        if path in self._replaceable:   # a damaged checkpoint this run skipped
+            self.manager.delete(step)
+            self._replaceable.discard(path)
         self._prune()   # against the newest complete checkpoint, never the one being written
-        if score is not None:
-            self._scores[step] = score
-        metadata = {"step": step, "losses": dict(self._latest), "monitor": self.monitor,
-                    "score": score, "versions": _versions(),
-                    "fingerprint": fingerprint(problem, trainer.state),
+        metadata = {"step": step, "run_id": self._run_id, "saved_at": time.time(),
+                    "losses": dict(self._latest), "monitor": self.monitor, "score": score,
+                    "versions": _versions(), "fingerprint": fingerprint(problem, trainer.state),
                     "wall_time": trainer.history.wall_time,
-                    "stop_reason": trainer.history.stop_reason}
+                    "stop_reason": trainer.history.stop_reason,
+                    "skipped_steps": trainer.history.skipped_steps.tolist()}
         callbacks = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
         checkpoint: dict[str, Any] = {"metadata": metadata, "callbacks": callbacks}
         for cb in trainer.callbacks:
             cb.on_save_checkpoint(trainer, problem, checkpoint)
-        extra = {k: v for k, v in checkpoint.items() if k not in ("metadata", "callbacks")}
+        if checkpoint["metadata"] is not metadata or checkpoint["callbacks"] is not callbacks:
+            raise ValueError("`on_save_checkpoint` replaced the checkpoint's 'metadata' or "
+                             "'callbacks' entry; add entries under other names.")
+        taken = sorted(k for k in checkpoint if k in RESERVED_ENTRIES[2:])
+        if taken:
+            raise ValueError(f"`on_save_checkpoint` added the entries {taken}, whose names "
+                             f"are reserved ({list(RESERVED_ENTRIES)}); use other names.")
+        extra = {k: v for k, v in checkpoint.items() if k not in RESERVED_ENTRIES}
         # a copy: the live state's buffers are donated to the next chunk while orbax writes
         state = jax.tree.map(jnp.copy, trainer.state)
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            history=ocp.args.StandardSave(history_arrays(trainer.history)),
-            callbacks=ocp.args.JsonSave(callbacks), extra=ocp.args.JsonSave(extra),
-            metadata=ocp.args.JsonSave(metadata)), force=True)
-        self.last_saved_step = step
-        self.last_model_path = self.step_path(step)
-        self._update_best()
-        return self.last_model_path
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                history=ocp.args.StandardSave(history_arrays(trainer.history)),
+                callbacks=ocp.args.JsonSave(callbacks), extra=ocp.args.JsonSave(extra),
+                metadata=ocp.args.JsonSave(metadata)), force=True)
+        except OSError as err:
+            raise OSError(f"ModelCheckpoint could not write the checkpoint of step {step} to "
+                          f"{self.dirpath!r} ({type(err).__name__}: {err}); "
+                          f"{self._newest_text()}.") from err
+        self._issued = step
+        if not self.async_save:
+            self.wait()
+        return path
 
-    def _kept(self, steps: list[int], newest: int) -> set[int]:
+    def _kept(self, own: list[Entry], newest: int) -> set[int]:
+        steps = {e.step for e in own} | {newest}
         if self.save_top_k == -1:
-            return set(steps) | {newest}
+            return steps
         if self.monitor is None:
-            ranked = sorted(set(steps) | {newest}, reverse=True)
+            ranked = sorted(steps, reverse=True)
         else:
-            scored = [s for s in set(steps) | {newest} if s in self._scores
-                      and math.isfinite(self._scores[s])]
-            ranked = sorted(scored, key=lambda s: (self._scores[s] if self.mode == "min"
-                                                   else -self._scores[s], -s))
+            scores = self._scores(own)
+            ranked = sorted(scores, key=lambda s: (scores[s] if self.mode == "min"
+                                                   else -scores[s], -s))
         return set(ranked[:self.save_top_k]) | {newest}
 
+    def _scores(self, entries: list[Entry]) -> dict[int, float]:
+        return {e.step: e.score for e in entries if e.monitor == self.monitor
+                and e.score is not None and math.isfinite(e.score)}
+
     def _prune(self) -> None:
-        """Delete complete checkpoints that are neither the newest nor among the top k."""
-        if self._manager is None:
+        """Delete this run's complete checkpoints that are neither its newest nor among the
+        top k (never another run's, never newer ones)."""
+        if self._manager is None or self.last_saved_step is None:
             return
-        steps = sorted(self._manager.all_steps())
-        if not steps:
-            return
-        for s in set(steps) - self._kept(steps, steps[-1]):
+        own = self._own()
+        for s in {e.step for e in own} - self._kept(own, self.last_saved_step):
             self._manager.delete(s)
-            self._scores.pop(s, None)
         self._update_best()
 
     def _update_best(self) -> None:
-        if not self._scores:
+        if self.monitor is None:
+            return
+        scores = self._scores([e for e in self.entries() if e.readable
+                               and e.run_id == self._run_id])
+        if not scores:
             return
         sign = 1 if self.mode == "min" else -1
-        best = min(self._scores, key=lambda s: (sign * self._scores[s], -s))
+        best = min(scores, key=lambda s: (sign * scores[s], -s))
         self.best_model_path = self.step_path(best)
-        self.best_model_score = self._scores[best]
+        self.best_model_score = scores[best]

@@ -44,6 +44,22 @@ HPARAMS_FILE = "hparams.yaml"
 _VERSION_DIR = re.compile(r"^version_(\d+)$")
 
 
+def check_version(arg: str, version: Any) -> int | str | None:
+    """``version`` if it is ``None``, a non-negative int or a plain directory name (no path
+    separator, not ``.`` or ``..``): a version never leads outside ``<save_dir>/<name>``."""
+    if version is None or (isinstance(version, int) and not isinstance(version, bool)
+                           and version >= 0):
+        return version
+    if not isinstance(version, str):
+        raise TypeError(f"`{arg}` must be None, a non-negative int or a directory name, got "
+                        f"{version!r}.")
+    if version not in ("", ".", "..") and not any(sep in version
+                                                  for sep in ("/", "\\", os.sep, "\0")):
+        return version
+    raise ValueError(f"`{arg}` must be None, a non-negative int or a plain directory name "
+                     f"(no path separators, not '.' or '..'), got {version!r}.")
+
+
 def next_version(root_dir: str) -> int:
     """The smallest ``n`` above every existing ``<root_dir>/version_<n>`` (0 if none)."""
     if not os.path.isdir(root_dir):
@@ -89,11 +105,7 @@ class Logger(Callback):
                  aggregation: str = "mean", hparams: dict[str, Any] | None = None):
         if save_dir is not None and not isinstance(save_dir, (str, os.PathLike)):
             raise TypeError(f"`save_dir` must be a path or None, got {save_dir!r}.")
-        if version is not None and (isinstance(version, bool)
-                                    or not isinstance(version, (int, str))
-                                    or (isinstance(version, int) and version < 0)):
-            raise TypeError(f"`version` must be None, a non-negative int or a directory name, "
-                            f"got {version!r}.")
+        version = check_version("version", version)
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"`aggregation` must be one of {list(AGGREGATIONS)}, got "
                              f"{aggregation!r}.")
@@ -223,7 +235,8 @@ class Logger(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if self._given_version is None and state_dict.get("version") is not None:
-            self._version = state_dict["version"]
+            self._version = check_version("the checkpoint's logger version",
+                                          state_dict["version"])
 
     # ------------------------------------------------------------------ internals
     def _aggregate(self) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -24,8 +25,10 @@ STRATEGIES = ("uniform", "rad", "rar-d")
 
 
 def _nonnegative(arg: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
-        raise ValueError(f"`{arg}` must be a non-negative number, got {value!r}.")
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0
+            or not math.isfinite(value)):
+        raise ValueError(f"`{arg}` must be a non-negative number, got {value!r}; accepted: "
+                         "finite values >= 0.")
     return float(value)
 
 

@@ -21,6 +21,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: what reading a damaged checkpoint raises (truncated or missing files, bad JSON)
 READ_ERRORS = (ValueError, OSError, KeyError, TypeError, json.JSONDecodeError)
+#: keys of the ``checkpoint`` dict handed to ``on_load_checkpoint`` that the trainer fills;
+#: a callback's ``on_save_checkpoint`` may not use them
+RESERVED_ENTRIES = ("metadata", "callbacks", "path", "skipped")
 
 
 # ---------------------------------------------------------------------- fingerprint
@@ -42,13 +45,16 @@ def _kinds(state) -> str:
 
 
 def fingerprint(problem: "Problem", state: "TrainState") -> dict[str, Any]:
-    """What a checkpoint must agree with to be restored into ``problem``: every trainable's
-    parameters and optimizer state (tree structure, shapes, dtypes), the constraints,
-    trackers and balancers."""
+    """What a checkpoint must agree with to be restored into ``problem``: every leaf of the
+    state (tree structure, shapes, dtypes) — trainables' parameters, optimizer states, the
+    extras (point sets, balancer states), step and PRNG key — and the names of the
+    constraints, trackers and balancers."""
     return {"trainables": {name: _leaf_table(p) for name, p in state.params.items()},
             "optimizers": {name: {"structure": str(jax.tree.structure(o)), "kinds": _kinds(o),
                                   "leaves": _leaf_table(o)}
                            for name, o in state.opt_state.items()},
+            "extras": _leaf_table(state.extras),
+            "counters": _leaf_table({"step": state.step, "rng": state.rng}),
             "constraints": list(problem.constraints), "trackers": list(problem.trackers),
             "balancers": [problem.registry.balancer_key(b) for b in problem.registry.balancers]}
 
@@ -85,6 +91,9 @@ def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list
         elif params_a.get(name) == params_b.get(name):
             out += _table_diff(f"optimizer state of {name!r} ", opt_a[name]["leaves"],
                                opt_b[name]["leaves"])
+    for key in ("extras", "counters"):  # absent from checkpoints of older versions
+        if key in saved:
+            out += _table_diff("" if key == "counters" else "extras/", saved[key], current[key])
     for key in ("constraints", "trackers", "balancers"):
         if saved.get(key) != current[key]:
             out.append(f"{key}: checkpoint {saved.get(key)} vs problem {current[key]}")
@@ -93,8 +102,8 @@ def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list
 
 # ---------------------------------------------------------------------- history as arrays
 def history_arrays(history: "History") -> dict[str, Any]:
-    """The History as a pytree of arrays (an orbax item); wall time and stop reason go to the
-    metadata."""
+    """The History as a pytree of arrays (an orbax item); wall time, stop reason, run id and
+    the skipped steps (often none: orbax cannot save empty arrays) go to the metadata."""
     d = history.to_dict()
     return {"steps": d["steps"], "total_loss": d["total_loss"], "losses": d["losses"],
             "trackers": {k: {"steps": s["steps"], "values": s["values"]}
@@ -105,9 +114,11 @@ def history_from_arrays(arrays: dict[str, Any], metadata: dict[str, Any]) -> "Hi
     from jno_flax.trainers import History
     as_np = jax.tree.map(np.asarray, arrays)
     return History.from_dict({**as_np, "losses": as_np.get("losses", {}),
+                              "skipped_steps": metadata.get("skipped_steps", []),
                               "trackers": as_np.get("trackers", {}),
                               "wall_time": metadata.get("wall_time", 0.0),
-                              "stop_reason": metadata.get("stop_reason")})
+                              "stop_reason": metadata.get("stop_reason"),
+                              "run_id": metadata.get("run_id")})
 
 
 # ---------------------------------------------------------------------- choosing
@@ -116,9 +127,34 @@ def _checkpoints(callbacks: list[Callback]) -> list[Any]:
     return [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
 
 
+#: the metadata entries every checkpoint has, with the types they must have
+_METADATA_TYPES = {"step": (int, "an integer"), "fingerprint": (dict, "an object"),
+                   "losses": (dict, "an object")}
+
+
 def read_metadata(path: str) -> dict[str, Any]:
+    """The metadata of the checkpoint at ``path``; raises ``ValueError`` (counted as damage,
+    like an unreadable file) when entries are missing or of the wrong type."""
     with open(os.path.join(path, "metadata", "metadata")) as f:
-        return json.load(f)
+        metadata = json.load(f)
+    if not isinstance(metadata, dict):
+        raise ValueError(f"the metadata of {path!r} is a {type(metadata).__name__}, not an "
+                         "object")
+    for key, (kind, expected) in _METADATA_TYPES.items():
+        value = metadata.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"the metadata of {path!r} has {key}={value!r}; expected "
+                             f"{expected}")
+    if metadata["step"] < 0:
+        raise ValueError(f"the metadata of {path!r} has a negative step {metadata['step']}")
+    score = metadata.get("score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        raise ValueError(f"the metadata of {path!r} has score={score!r}; expected a number "
+                         "or null.")
+    run_id = metadata.get("run_id")
+    if run_id is not None and not isinstance(run_id, str):
+        raise ValueError(f"the metadata of {path!r} has run_id={run_id!r}; expected a string")
+    return metadata
 
 
 def resolve(ckpt_path: str, callbacks: list[Callback]) -> list[str]:
@@ -163,6 +199,8 @@ class Restored:
     history: "History"
     callbacks: dict[str, Any]
     checkpoint: dict[str, Any]
+    #: newer candidates of ``"last"`` that could not be read (damaged), newest first
+    skipped: list[str]
 
 
 def _read(path: str, target) -> dict[str, Any]:
@@ -188,6 +226,7 @@ def restore(ckpt_path: str, callbacks: list[Callback], problem: "Problem",
     warning. ``None`` when ``"last"``/``"best"`` finds no checkpoint yet.
     """
     candidates = resolve(ckpt_path, callbacks)
+    skipped: list[str] = []
     for i, path in enumerate(candidates):
         try:
             metadata = read_metadata(path)
@@ -204,13 +243,14 @@ def restore(ckpt_path: str, callbacks: list[Callback], problem: "Problem",
             warnings.warn(f"checkpoint {path!r} is damaged or incomplete ({type(err).__name__}:"
                           f" {err}); falling back to {candidates[i + 1]!r}.", RuntimeWarning,
                           stacklevel=3)
+            skipped.append(path)
             continue
         if mismatch:
             raise ValueError(f"checkpoint {path!r} does not match this problem; nothing was "
                              f"restored. Differences: {mismatch}")
-        checkpoint = {"metadata": items["metadata"], "callbacks": items["callbacks"],
-                      **items["extra"]}
+        checkpoint = {**items["extra"], "metadata": items["metadata"],
+                      "callbacks": items["callbacks"], "path": path, "skipped": list(skipped)}
         return Restored(path, items["state"], history_from_arrays(items["history"],
                                                                   items["metadata"]),
-                        items["callbacks"], checkpoint)
+                        items["callbacks"], checkpoint, skipped)
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from datetime import timedelta
@@ -24,7 +25,14 @@ def parse_max_time(arg: str, value: Any) -> timedelta:
     if isinstance(value, timedelta):
         duration = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        duration = timedelta(seconds=value)
+        if not math.isfinite(value):
+            raise ValueError(f"`{arg}` must be a finite number of seconds, got {value!r}; "
+                             f"accepted: {ACCEPTED}.")
+        try:
+            duration = timedelta(seconds=value)
+        except OverflowError:
+            raise ValueError(f"`{arg}` {value!r} is too long for a timedelta; accepted: "
+                             f"{ACCEPTED}.") from None
     elif isinstance(value, str):
         m = _DD_HH_MM_SS.match(value.strip())
         if m is None:
@@ -37,7 +45,16 @@ def parse_max_time(arg: str, value: Any) -> timedelta:
         if unknown:
             raise ValueError(f"`{arg}` {value!r} has keys {unknown} that timedelta does not "
                              f"take; accepted keys: {list(TIMEDELTA_KEYS)}.")
-        duration = timedelta(**value)
+        wrong = {k: v for k, v in value.items() if isinstance(v, bool)
+                 or not isinstance(v, (int, float)) or not math.isfinite(v)}
+        if wrong:
+            raise ValueError(f"`{arg}` {value!r}: the values {wrong} are not finite numbers; "
+                             f"accepted: {ACCEPTED}.")
+        try:
+            duration = timedelta(**value)
+        except OverflowError:
+            raise ValueError(f"`{arg}` {value!r} is too long for a timedelta; accepted: "
+                             f"{ACCEPTED}.") from None
     else:
         raise TypeError(f"`{arg}` must be {ACCEPTED}, got {type(value).__name__}: {value!r}.")
     if duration <= timedelta(0):

@@ -410,14 +410,40 @@ def elementwise(fn: Callable, operands: Sequence[Any], label: str, op: Hashable 
         out = _infer(fn, children, as_field=False, label=label)
         return Apply(fn, children, label, True, ps, out.shape, out.dtype, op)
     if ps is not None:
+        fields = [c for c in children if c.pointset is not None]
         for c in children:
-            if c.pointset is None and len(c.shape) >= 2 and c.shape[-2] != ps.n:
-                raise ValueError(
-                    f"`{label}` combines a field on {ps.describe()} with N={ps.n} points and a "
-                    f"value of shape {_fmt_shape(c.shape)}; its point axis (second to last) must "
-                    f"be {ps.n}. Nothing is broadcast across point sets."
-                )
+            if c.pointset is None and len(c.shape) >= 2:
+                _check_point_data(c, fields, ps, label, isinstance(c, Constant))
     return global_op(fn, children, label, op)
+
+
+def _check_point_data(c: Expr, fields: Sequence[Expr], ps, label: str, data: bool) -> None:
+    """A global value of rank >= 2 combines with fields on their points (second to last axis
+    N). An array (``data``) does so only as per-point data: ``(N, D)`` or ``(B, N, D)`` with
+    the fields' point count N, batch B and component count D; a computed global value (a
+    parameter Jacobian ``(B, N, P)``) may have other trailing axes."""
+    d = max(f.shape[-1] if f.shape else 1 for f in fields)
+    b = max(f.value_shape[0] for f in fields)
+    expected = f"({ps.n}, {d}) or ({b}, {ps.n}, {d})"
+    problem = None
+    if data and len(c.shape) > 3:
+        problem = f"it has {len(c.shape)} axes"
+    elif c.shape[-2] != ps.n:
+        problem = (f"its point axis (second to last) has {c.shape[-2]} entries; it must be "
+                   f"{ps.n} (N): nothing is broadcast across point sets")
+    elif not data:
+        pass
+    elif c.shape[-1] != d:
+        problem = (f"its last axis has {c.shape[-1]} entries, not the fields' {d} "
+                   f"component{'s' if d != 1 else ''}")
+    elif len(c.shape) == 3 and c.shape[0] != b:
+        problem = f"its batch axis (first) has {c.shape[0]} entries, not the fields' B={b}"
+    if problem is not None:
+        raise ValueError(
+            f"`{label}` combines a field on {ps.describe()} (B={b}, N={ps.n}, D={d}) with an "
+            f"array of shape {_fmt_shape(c.shape)}: {problem}. Per-point data must have shape "
+            f"{expected}, matched point by point; anything else combines with a field only as "
+            "a scalar or one value per component. Nothing is broadcast silently.")
 
 
 def global_op(fn: Callable, operands: Sequence[Any], label: str, op: Hashable = None) -> Expr:

@@ -19,6 +19,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from jno_flax.trainers import History, TrainState
 
 
+def _x64() -> bool:
+    """Whether 64-bit types are on (``jax_enable_x64``, also inside ``jax.enable_x64()``)."""
+    return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
+
+
 class Problem:
     """Constraints (scalar loss terms) and trackers, with the models they train.
 
@@ -64,6 +69,8 @@ class Problem:
                              "needed to train.")
         self.registry = Registry(self.outputs)
         self._check_balancers()
+        #: ``jax_enable_x64`` when the problem was built (its dtypes follow it)
+        self.x64 = _x64()
         self.state: "TrainState | None" = None
         self.history: "History | None" = None
         self._eval_cache: dict[Any, Any] = {}
@@ -80,7 +87,21 @@ class Problem:
                                  "constraints, e.g. `jno.core([w[0] * l0, w[1] * l1, w.penalty])`;"
                                  " without it the weights collapse to zero.")
 
+    def check_precision(self) -> None:
+        """Raise if ``jax_enable_x64`` changed since the problem was built: its points,
+        parameters and traced dtypes would then disagree inside the compiled step."""
+        now = _x64()
+        if now != self.x64:
+            raise ValueError(f"`jax_enable_x64` is {now} but was {self.x64} when this problem "
+                             "was built; its points and parameters have the dtypes of that "
+                             "setting. Set `jax.config.update(\"jax_enable_x64\", ...)` once, "
+                             "before building domains, networks and `jno.core`.")
+
     def _add(self, table: dict, name: str, item) -> None:
+        if name == "loss":
+            raise ValueError("the name 'loss' is reserved for the total loss (what "
+                             "`monitor=\"loss\"` and the logs call it); give this constraint "
+                             "or tracker another name with `.name(...)`.")
         if name in self.constraints or name in self.trackers:
             raise ValueError(f"the name {name!r} is used twice among constraints and trackers; "
                              "names must be unique (use `.name(...)`).")

@@ -76,11 +76,15 @@ def rad_probabilities(residual: jax.Array, k: float, c: float) -> jax.Array:
     """Normalised RAD density over the points of ``residual`` (``(N,)`` or ``(N, ...)``:
     the norm over the trailing axes is the residual size): ``p ∝ |r|^k / mean(|r|^k) + c``.
 
-    A residual that is zero everywhere gives the uniform density.
+    A residual that is zero everywhere gives the uniform density. The sizes are divided by
+    their maximum before the power (the ratio ``|r|^k / mean(|r|^k)`` is unchanged), so a
+    large ``k`` cannot overflow: the largest point keeps ``1`` and the others underflow
+    towards ``0``, as the exact density does.
     """
     r = residual.reshape(residual.shape[0], -1)
     size = jnp.linalg.norm(r, axis=1) if r.shape[1] > 1 else jnp.abs(r[:, 0])
-    e = size ** k
+    top = jnp.max(size)
+    e = (size / jnp.where(top > 0, top, 1.0)) ** k
     mean = jnp.mean(e)
     density = jnp.where(mean > 0, e / jnp.where(mean > 0, mean, 1.0), 0.0) + c
     total = jnp.sum(density)

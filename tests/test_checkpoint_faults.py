@@ -181,3 +181,28 @@ def test_an_interrupted_fit_leaves_modules_state_and_history_consistent():
     _leaves_equal(t.net.params(), crux.state.params["u"])
     h = crux.solve(5, enable_progress_bar=False)            # continues where it stopped
     np.testing.assert_array_equal(h.steps, np.arange(25))
+
+
+def test_skipped_non_finite_steps_are_reported_and_recorded(tmp_path):
+    crux = _blowup_problem()
+    with pytest.warns(RuntimeWarning, match=r"4 step\(s\) of this fit had a non-finite loss or "
+                                            r"update and were not applied \(first: step 6\)"):
+        h = Trainer(max_steps=10, chunk_size=4, enable_progress_bar=False,
+                    callbacks=[ModelCheckpoint(tmp_path, every_n_train_steps=4,
+                                               save_top_k=-1)]).fit(crux)
+    np.testing.assert_array_equal(h.skipped_steps, [6, 7, 8, 9])
+    again = _blowup_problem()   # the record survives a resume
+    h2 = Trainer(max_steps=8, enable_progress_bar=False, callbacks=[ModelCheckpoint(
+        tmp_path)]).fit(again, ckpt_path=str(tmp_path / "8"))
+    np.testing.assert_array_equal(h2.skipped_steps, [6, 7])
+
+
+def test_resuming_with_max_steps_below_the_checkpoint_warns(tmp_path):
+    Trainer(max_steps=20, enable_progress_bar=False,
+            callbacks=[ModelCheckpoint(tmp_path)]).fit(TinyProblem().core())
+    crux = TinyProblem().core()
+    with pytest.warns(UserWarning, match=r"`max_steps` is 10, below the step 20 of the "
+                                         r"checkpoint '.*/20': nothing is trained"):
+        h = Trainer(max_steps=10, enable_progress_bar=False,
+                    callbacks=[ModelCheckpoint(tmp_path)]).fit(crux, ckpt_path="last")
+    assert crux.global_step == 20 and len(h) == 20

@@ -214,3 +214,21 @@ def test_an_unhashable_custom_function_still_works(line):
     assert f.key is not jnn.function(Scale(), [x]).key
     (got,) = ev(f.d(x))
     np.testing.assert_allclose(got, 3.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape, problem", [
+    ((16, 2), r"its last axis has 2 entries, not the fields' 1 component"),
+    ((1, 16, 5), r"its last axis has 5 entries, not the fields' 1 component"),
+    ((2, 16, 1), r"its batch axis \(first\) has 2 entries, not the fields' B=1"),
+    ((1, 1, 16, 1), r"it has 4 axes"),
+], ids=["components", "components-batched", "batch", "rank"])
+def test_data_arrays_combine_point_by_point_with_equal_components_or_not_at_all(line, shape,
+                                                                                problem):
+    _, x = line
+    for op in (lambda a: x - a, lambda a: x * a, lambda a: a + x):
+        with pytest.raises(ValueError, match=rf"combines a field on .* \(B=1, N=16, D=1\) with "
+                                             rf"an array of shape .*: {problem}\. Per-point "
+                                             rf"data must have shape \(16, 1\) or \(1, 16, 1\)"):
+            op(np.ones(shape))
+    assert (x - np.ones((16, 1))).value_shape == (x * np.ones((1, 16, 1))).value_shape \
+        == (1, 16, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 import numpy as np
@@ -121,9 +122,31 @@ def test_history_save_and_load_round_trip(tiny, tmp_path):
         np.testing.assert_array_equal(back.trackers[name].steps, series.steps)
         np.testing.assert_array_equal(back.trackers[name].values, series.values)
     assert back.wall_time == h.wall_time and back.stop_reason == h.stop_reason
+    assert back.run_id == h.run_id and len(h.run_id) == 16
+    np.testing.assert_array_equal(back.skipped_steps, h.skipped_steps)
     with pytest.raises(FileNotFoundError, match="`path` .*missing.npz' is not a file"):
         History.load(tmp_path / "missing.npz")
     np.savez(tmp_path / "other.npz", a=np.zeros(2))
     with pytest.raises(ValueError, match=r"not a saved History \(no `meta` entry; entries: "
                                          r"\['a'\]\)"):
         History.load(tmp_path / "other.npz")
+
+
+def test_a_logger_version_never_leads_outside_save_dir(tiny, tmp_path):
+    for bad in ("../../x", "a/b", "..", ""):
+        with pytest.raises(ValueError, match=r"`version` must be None, a non-negative int or a "
+                                             r"plain directory name"):
+            CSVLogger(tmp_path, version=bad)
+    ck = tmp_path / "ck"
+    _fit(tiny.core(), 10, logger=CSVLogger(tmp_path / "logs"),
+         callbacks=[ModelCheckpoint(ck, every_n_train_steps=10)])
+    state = ck / "10" / "callbacks" / "metadata"   # orbax names a JSON item file so
+    entries = json.loads(state.read_text())
+    key = next(k for k in entries if k.startswith("CSVLogger"))
+    state.write_text(json.dumps({**entries, key: {"version": "../../escaped"}}))
+    with pytest.raises(ValueError, match=r"`the checkpoint's logger version` must be None, a "
+                                         r"non-negative int or a plain directory name .*got "
+                                         r"'../../escaped'"):
+        Trainer(max_steps=20, logger=CSVLogger(tmp_path / "logs"), enable_progress_bar=False,
+                callbacks=[ModelCheckpoint(ck)]).fit(tiny.core(), ckpt_path="last")
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()

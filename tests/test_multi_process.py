@@ -66,13 +66,15 @@ def _params(tmp: Path) -> dict[str, np.ndarray]:
 
 
 def test_two_processes_agree_log_once_and_refuse_what_differs(tmp_path):
-    """One launch of two processes, five fits:
+    """One launch of two processes, eight fits:
 
     * points drawn differently on process 1 are refused on both (not a hang);
     * an exception in process 1's ``on_fit_start`` stops both, and process 0 names it;
     * 20 steps on 1001 + 201 points (not divisible by the 4 devices) give the same History
       on both, checkpoints, and event files written by process 0 only;
     * a ``ckpt_path`` that only process 0 can read is refused on both;
+    * a different ``overlap_callbacks``, ``max_record_bytes`` or learning rate on process 1
+      is refused on both, naming the setting, well within 60 s;
     * mini-batches and RAR-D growth (100 points added before step 10: a chunk boundary and
       a new point count) train alike on both.
     """
@@ -83,6 +85,16 @@ def test_two_processes_agree_log_once_and_refuse_what_differs(tmp_path):
         assert "initial state" not in r["differ"]  # same network seed: only the points differ
         assert r["ckpt"].startswith(f"FileNotFoundError: `ckpt_path` '{tmp_path}/")
         assert "can be read by process(es) [0] but not by [1]" in r["ckpt"]
+    for key, setting in (("overlap", "setting `overlap_callbacks`"),
+                         ("record", "setting `max_record_bytes`"),
+                         ("lr", "optimizers (their updates on a probe problem)")):
+        for r in (p0, p1):
+            assert r[key] == (f"ValueError: the 2 processes built different runs: the {setting} "
+                              "of process(es) [1] differ from process 0's. Every process must "
+                              "build the same problem (same seeds, points, networks, constraints "
+                              "and trackers) and the same Trainer (every setting), optimizers "
+                              "and callbacks."), (key, r[key])
+    assert p0["settings_seconds"] < 60
     assert p1["fail"].startswith("ValueError: ModelCheckpoint `monitor` 'missing'")
     assert p0["fail"].startswith("RuntimeError: process 1 failed while `fit` started "
                                  "(ValueError: ModelCheckpoint `monitor` 'missing'")

@@ -107,3 +107,19 @@ def test_max_steps_must_be_a_positive_integer(steps):
 def test_solve_steps_must_be_a_positive_integer(tiny):
     with pytest.raises(ValueError, match="`steps` must be a positive integer, got 0"):
         tiny.core().solve(0)
+
+
+def test_loss_is_a_reserved_name(tiny):
+    with pytest.raises(ValueError, match=r"the name 'loss' is reserved for the total loss"):
+        jno.core([tiny.pde.name("loss"), tiny.bc])
+    with pytest.raises(ValueError, match=r"the name 'loss' is reserved"):
+        tiny.core(jnn.tracker(tiny.error, name="loss"))
+
+
+def test_toggling_x64_after_building_is_a_clear_error(tiny):
+    crux = tiny.core()
+    with jax.enable_x64(True):
+        with pytest.raises(ValueError, match=r"`jax_enable_x64` is True but was False when "
+                                             r"this problem was built"):
+            Trainer(max_steps=2, logger=False, enable_progress_bar=False).fit(crux)
+    assert crux.state is None

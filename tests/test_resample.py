@@ -223,3 +223,22 @@ def test_batch_size_errors():
         Trainer(max_steps=5, batch_size=0.5)
     with pytest.raises(TypeError, match="`batch_size` keys must be variables"):
         Trainer(max_steps=5, batch_size={"interior": 10})
+
+
+def test_rad_probabilities_do_not_overflow_for_large_k():
+    r = np.array([0.5, 2.0, 40.0, 41.0])
+    k = 40.0                                  # 41**40 overflows float32
+    ref = (r / r.max()) ** k                  # exact in float64: the formula's ratios
+    ref = ref / ref.mean() + 1.0
+    p = np.asarray(rad_probabilities(jnp.asarray(r, jnp.float32), k, 1.0))
+    assert np.all(np.isfinite(p)) and p.sum() == pytest.approx(1.0, rel=1e-6)
+    np.testing.assert_allclose(p, ref / ref.sum(), rtol=1e-4)
+    assert p[3] > 3 * p[0]                    # not silently uniform
+
+
+@pytest.mark.parametrize("arg", ["k", "c"])
+def test_rad_parameters_must_be_finite(arg):
+    _, _, residual, _ = _lshape_problem()
+    with pytest.raises(ValueError, match=rf"`{arg}` must be a non-negative number, got inf; "
+                                         r"accepted: finite values >= 0"):
+        ResamplePoints(residual, 10, strategy="rad", **{arg: float("inf")})

@@ -78,6 +78,14 @@ def test_max_time_formats(value, seconds):
 
 
 def test_max_time_errors():
+    with pytest.raises(ValueError, match=r"`max_time` \{'hours': 'x'\}: the values "
+                                         r"\{'hours': 'x'\} are not finite numbers"):
+        Trainer(max_steps=2, max_time={"hours": "x"})
+    with pytest.raises(ValueError, match=r"`max_time` must be a finite number of seconds, "
+                                         r"got nan"):
+        Trainer(max_steps=2, max_time=float("nan"))
+    with pytest.raises(ValueError, match=r"`max_time` 1e\+30 is too long for a timedelta"):
+        Trainer(max_steps=2, max_time=1e30)
     with pytest.raises(ValueError, match=r"`max_time` '1h' is not in the format "
                                          r"\"DD:HH:MM:SS\"; accepted: a datetime.timedelta"):
         Trainer(max_steps=2, max_time="1h")

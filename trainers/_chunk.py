@@ -38,13 +38,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from jno_flax.trainers import Trainer
 
 
-def keep_finite(old: TrainState, new: TrainState, loss: jax.Array) -> TrainState:
-    """``new`` when the step's loss and updated parameters are finite; otherwise ``old``
-    (parameters, optimizer and balancer states unchanged) with the step counted. Inside the
-    compiled step, so a non-finite step is recorded but never applied."""
+def keep_finite(old: TrainState, new: TrainState, loss: jax.Array
+                ) -> tuple[TrainState, jax.Array]:
+    """``(new, True)`` when the step's loss and updated parameters are finite; otherwise
+    ``(old, False)`` (parameters, optimizer and balancer states unchanged) with the step
+    counted. Inside the compiled step, so a non-finite step is recorded but never applied.
+    All or nothing: one non-finite constraint leaves every trainable as it was, so the
+    trainables never drift apart on a step whose total loss is meaningless."""
     ok = jnp.isfinite(loss) & all_finite(new.params)
     kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new.replace(step=old.step), old)
-    return kept.replace(step=new.step)
+    return kept.replace(step=new.step), ok
 
 
 class Group:
@@ -157,7 +160,8 @@ class ChunkProgram:
                     if not g.after:
                         bufs[g.key] = write_rows(g, step, state, points, bufs[g.key])
                 new, out = trainer.training_step(state, trainer.minibatch(state, points))
-                state = keep_finite(state, new, out["loss"])
+                state, applied = keep_finite(state, new, out["loss"])
+                out = {**out, "applied": applied}
                 for g in conditional:
                     if g.after:
                         bufs[g.key] = write_rows(g, step, state, points, bufs[g.key])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,15 +56,22 @@ class History:
         trackers: ``{name: Series}`` for trackers and other in-graph quantities.
         wall_time: seconds spent in ``fit`` (compilation included).
         stop_reason: why the last ``fit`` stopped early, if it did.
+        run_id: the run this History records (a new ``Trainer`` run gets a new one; continued
+            and resumed fits keep it). Every checkpoint of the run carries it, so a
+            checkpoint directory knows which run wrote what.
+        skipped_steps: ``(K,)`` the steps whose loss or update was not finite and that were
+            therefore not applied (see :class:`~jno_flax.trainers.Trainer`).
     """
 
-    def __init__(self, constraint_names: list[str]):
+    def __init__(self, constraint_names: list[str], run_id: str | None = None):
         self._steps = _Column()
         self._total = _Column()
         self._losses = {name: _Column() for name in constraint_names}
         self._trackers: dict[str, tuple[_Column, _Column]] = {}
+        self._skipped = _Column()
         self.wall_time = 0.0
         self.stop_reason: str | None = None
+        self.run_id = run_id
 
     # ------------------------------------------------------------------ writing
     def record_steps(self, steps: np.ndarray, total: np.ndarray,
@@ -75,6 +83,11 @@ class History:
         self._total.append(total)
         for name, col in self._losses.items():
             col.append(losses[name])
+
+    def record_skipped(self, steps: np.ndarray) -> None:
+        """Note steps that were not applied (non-finite loss or update)."""
+        if len(steps):
+            self._skipped.append(np.asarray(steps, np.int64))
 
     def record_values(self, name: str, steps: np.ndarray, values: np.ndarray) -> None:
         if len(steps) == 0:
@@ -91,6 +104,10 @@ class History:
     @property
     def total_loss(self) -> np.ndarray:
         return self._total.array()
+
+    @property
+    def skipped_steps(self) -> np.ndarray:
+        return self._skipped.array().astype(np.int64)
 
     @property
     def losses(self) -> dict[str, np.ndarray]:
@@ -116,18 +133,21 @@ class History:
             "losses": self.losses,
             "trackers": {k: {"steps": s.steps, "values": s.values}
                          for k, s in self.trackers.items()},
+            "skipped_steps": self.skipped_steps,
             "wall_time": self.wall_time,
             "stop_reason": self.stop_reason,
+            "run_id": self.run_id,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "History":
-        h = cls(list(data["losses"]))
+        h = cls(list(data["losses"]), run_id=data.get("run_id"))
         if len(data["steps"]):
             h.record_steps(np.asarray(data["steps"]), np.asarray(data["total_loss"]),
                            {k: np.asarray(v) for k, v in data["losses"].items()})
         for name, s in data["trackers"].items():
             h.record_values(name, np.asarray(s["steps"]), np.asarray(s["values"]))
+        h.record_skipped(np.asarray(data.get("skipped_steps", []), np.int64))
         h.wall_time = float(data["wall_time"])
         h.stop_reason = data.get("stop_reason")
         return h
@@ -142,14 +162,16 @@ class History:
         if not path.endswith(".npz"):
             path += ".npz"
         losses, trackers = self.losses, self.trackers
-        arrays = {"steps": self.steps, "total_loss": self.total_loss}
+        arrays = {"steps": self.steps, "total_loss": self.total_loss,
+                  "skipped_steps": self.skipped_steps}
         for i, values in enumerate(losses.values()):
             arrays[f"loss_{i}"] = values
         for i, series in enumerate(trackers.values()):
             arrays[f"tracker_{i}_steps"] = series.steps
             arrays[f"tracker_{i}_values"] = series.values
         meta = {"losses": list(losses), "trackers": list(trackers),
-                "wall_time": self.wall_time, "stop_reason": self.stop_reason}
+                "wall_time": self.wall_time, "stop_reason": self.stop_reason,
+                "run_id": self.run_id}
         np.savez(path, meta=np.asarray(json.dumps(meta)), **arrays)
         return path
 
@@ -171,7 +193,14 @@ class History:
                 "trackers": {n: {"steps": data[f"tracker_{i}_steps"],
                                  "values": data[f"tracker_{i}_values"]}
                              for i, n in enumerate(meta["trackers"])},
-                "wall_time": meta["wall_time"], "stop_reason": meta["stop_reason"]})
+                "wall_time": meta["wall_time"], "stop_reason": meta["stop_reason"],
+                "run_id": meta.get("run_id"),
+                "skipped_steps": data["skipped_steps"] if "skipped_steps" in data else []})
+
+    @staticmethod
+    def new_run_id() -> str:
+        """A fresh run id (random, 16 hex digits)."""
+        return uuid.uuid4().hex[:16]
 
     def plot(self, path: str | None = None):
         """A matplotlib figure: losses (log scale) and scalar trackers over steps.

@@ -7,7 +7,8 @@ Three things would break that, silently or with a hang; here they become errors 
 agreements:
 
 * when ``fit`` starts, the processes compare digests of what they built (problem, points,
-  initial state, trainer settings and callbacks). A difference is an error on every process,
+  initial state, every trainer setting, callbacks, and the optimizers' updates on a probe
+  problem, which differ when a hyper-parameter does). A difference is an error on every process,
   and so is an exception that one process raised while starting (the others name it);
 * a ``ckpt_path`` is resolved by every process, which must all find the same checkpoint (a
   directory that only some processes can read is an error on all);
@@ -38,8 +39,6 @@ from jno_flax.callbacks._restore import READ_ERRORS, read_metadata, resolve
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax.trainers import Trainer
 
-#: what the processes compare when ``fit`` starts, in this order
-DIGESTS = ("problem", "points", "initial state", "trainer settings and callbacks")
 _DIGEST_BYTES = 32
 _MESSAGE_BYTES = 512
 #: the argument of ``reached_preemption_sync_point``: the number of calls so far in this
@@ -64,6 +63,29 @@ def digest_arrays(tree: Any) -> bytes:
     return h.digest()
 
 
+def probe_transform(tx: Any, params: Any, steps: int = 2) -> list[np.ndarray]:
+    """The updates ``tx`` makes in ``steps`` steps on a fixed quadratic around ``params``:
+    numbers that differ when its hyper-parameters differ (a learning rate, a schedule's first
+    values, a momentum), where the transform's structure alone would not tell. Optax's extra
+    arguments (``value``, ``grad``, ``value_fn``) are given, for line searches."""
+    import optax
+    tx = optax.with_extra_args_support(tx)
+    target = jax.tree.map(lambda p: p - 0.5 - 0.25 * jax.numpy.arange(p.size, dtype=p.dtype)
+                          .reshape(p.shape) / max(p.size, 1), params)
+
+    def value_fn(q):
+        return sum(0.5 * jax.numpy.sum((a - b) ** 2)
+                   for a, b in zip(jax.tree.leaves(q), jax.tree.leaves(target)))
+    state, out = tx.init(params), []
+    for _ in range(steps):
+        grad = jax.tree.map(lambda a, b: a - b, params, target)
+        updates, state = tx.update(grad, state, params, value=value_fn(params), grad=grad,
+                                   value_fn=value_fn)
+        params = optax.apply_updates(params, updates)
+        out += [np.asarray(u) for u in jax.tree.leaves(updates)]
+    return out
+
+
 def _text(row: np.ndarray) -> str:
     return bytes(row.astype(np.uint8)).rstrip(b"\0").decode(errors="replace")
 
@@ -84,14 +106,23 @@ class Processes:
         must call it at the same point)."""
         return np.asarray(multihost_utils.process_allgather(np.asarray(row, np.int32)))
 
+    def same_text(self, text: str) -> str:
+        """Process 0's ``text`` (ASCII, at most 64 characters) on every process (a
+        collective)."""
+        row = np.zeros(64, np.uint8)
+        raw = text.encode("ascii")[:64]
+        row[:len(raw)] = np.frombuffer(raw, np.uint8)
+        return _text(self.gather(row)[0])
+
     # ------------------------------------------------------------------ fit start
-    def check_start(self, digests: dict[str, bytes] | None,
+    def check_start(self, names: list[str], digests: dict[str, bytes] | None,
                     failure: BaseException | None) -> None:
-        """Compare ``digests`` (``{name in DIGESTS: bytes}``) across processes, or tell them
-        that this process failed while starting (``failure``, re-raised here). Raises on
-        every process when they differ or one failed."""
-        table = np.zeros((len(DIGESTS), _DIGEST_BYTES), np.uint8)
-        for i, name in enumerate(DIGESTS):
+        """Compare ``digests`` (``{name: bytes}`` for each of ``names``, the same list on
+        every process) across processes, or tell them that this process failed while
+        starting (``failure``, re-raised here). Raises on every process when they differ or
+        one failed, naming what differs."""
+        table = np.zeros((len(names), _DIGEST_BYTES), np.uint8)
+        for i, name in enumerate(names):
             if digests is not None:
                 table[i] = np.frombuffer(digests[name], np.uint8)
         message = np.zeros(_MESSAGE_BYTES, np.uint8)
@@ -107,7 +138,7 @@ class Processes:
             raise RuntimeError(f"process {p} failed while `fit` started "
                                f"({_text(rows[p, 1 + table.size:])}); every process stops.")
         differences = []
-        for i, name in enumerate(DIGESTS):
+        for i, name in enumerate(names):
             cols = rows[:, 1 + i * _DIGEST_BYTES: 1 + (i + 1) * _DIGEST_BYTES]
             differ = [p for p in range(self.count) if not np.array_equal(cols[p], cols[0])]
             if differ:
@@ -116,7 +147,8 @@ class Processes:
             raise ValueError(f"the {self.count} processes built different runs: "
                              f"{'; '.join(differences)} differ from process 0's. Every process "
                              "must build the same problem (same seeds, points, networks, "
-                             "constraints and trackers) and the same Trainer and callbacks.")
+                             "constraints and trackers) and the same Trainer (every setting), "
+                             "optimizers and callbacks.")
 
     # ------------------------------------------------------------------ resume
     def check_checkpoint(self, ckpt_path: Any, callbacks: list[Callback]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+import warnings
 from typing import Any, Callable, Sequence
 
 import jax
@@ -27,7 +28,8 @@ from jno_flax.trainers._batches import check_batch_size, draw_minibatch, resolve
 from jno_flax.trainers._chunk import ChunkProgram
 from jno_flax.trainers._devices import PointSharding, resolve_devices
 from jno_flax.trainers._history import History
-from jno_flax.trainers._processes import Processes, digest_arrays, digest_json
+from jno_flax.trainers._processes import (Processes, digest_arrays, digest_json,
+                                          probe_transform)
 from jno_flax.trainers._signals import SIGNALS, DeferredSignals
 from jno_flax.trainers._state import TrainState
 from jno_flax.callbacks._timer import Timer, parse_max_time
@@ -141,6 +143,8 @@ class Trainer:
         self.updates: list[StateUpdate] = []
         self._growing: list[ResamplePoints] = []
         self.received_signal: signal.Signals | None = None
+        #: the checkpoint this fit resumed from (``None`` when it did not), as in Lightning
+        self.ckpt_path: str | None = None
         self.user_callbacks = list(callbacks)
         self.callbacks: list[Callback] = []
         self.should_stop = False
@@ -156,6 +160,7 @@ class Trainer:
         #: (see ``trainers/_chunk.py``); default: on accelerators, not on CPU
         self.nested_intervals = jax.default_backend() != "cpu"
         self._step = 0
+        self._skipped_at_start = 0
         self._cache: dict[Any, tuple[Any, Any, int]] = {}
         self._default_tx = optax.adam(DEFAULT_LEARNING_RATE)
 
@@ -317,8 +322,10 @@ class Trainer:
         if not isinstance(problem, Problem):
             raise TypeError(f"`problem` must be a jno_flax.Problem (from `jno.core([...])`), "
                             f"got {type(problem).__name__}.")
+        problem.check_precision()
         continue_run = continue_run and problem.state is not None
         self.problem = problem
+        self.ckpt_path = None
         self.should_stop, self.stop_reason, self.received_signal = False, None, None
         self.callbacks = self._assemble_callbacks(problem)
         started = time.perf_counter()
@@ -344,11 +351,22 @@ class Trainer:
                 if self.state is not None and not _deleted(self.state):
                     self.publish_weights(problem)
                 self._call("teardown", stage)
+        self._report_skipped()
         if self.received_signal == signal.SIGTERM:
             raise SystemExit(self.SIGTERM_EXIT_CODE)
         if self.received_signal == signal.SIGINT:
             raise KeyboardInterrupt
         return self.history
+
+    def _report_skipped(self) -> None:
+        """Warn about steps of this fit that were not applied (non-finite loss or update)."""
+        skipped = self.history.skipped_steps[self._skipped_at_start:]
+        if len(skipped):
+            warnings.warn(f"{len(skipped)} step(s) of this fit had a non-finite loss or update "
+                          f"and were not applied (first: step {int(skipped[0])}); every "
+                          "trainable kept its values on those steps. See "
+                          "`history.skipped_steps`, and `TerminateOnNaN` to stop at the "
+                          "first.", RuntimeWarning, stacklevel=3)
 
     def _start(self, problem: Problem, continue_run: bool, stage: str) -> None:
         """Everything ``fit`` does before training: ``setup``, optimizers, the initial state,
@@ -370,7 +388,7 @@ class Trainer:
             self.state = self._initial_state(problem, continue_run)
             self._step = int(self.state.step)
             self.history = (problem.history if continue_run and problem.history is not None
-                            else History(list(problem.constraints)))
+                            else History(list(problem.constraints), run_id=History.new_run_id()))
             self.quantities = self._collect_quantities(problem)
             self._call("on_fit_start")
         except Exception as err:  # noqa: BLE001 - re-raised by check_start, on every process
@@ -378,25 +396,52 @@ class Trainer:
                 raise
             failure = err
         if self.processes.several:
-            self.processes.check_start(None if failure is not None else self._digests(problem),
+            self.processes.check_start(self._digest_names(),
+                                       None if failure is not None else self._digests(problem),
                                        failure)
+            self.history.run_id = self.processes.same_text(self.history.run_id or "")
 
     def _digests(self, problem: Problem) -> dict[str, bytes]:
         """What every process of a run must have built alike (see ``Processes.check_start``)."""
         callbacks = [(type(cb).__name__, cb.state_key, cb.sync_every(self))
                      for cb in self.callbacks]
-        settings = {"max_steps": self.max_steps, "seed": self.seed, "chunk": self.chunk_size,
-                    "devices": [d.id for d in self.sharding.devices],
-                    "batch_sizes": self.batch_sizes, "callbacks": callbacks,
-                    "updates": [(u.name, u.interval) for u in self.updates],
-                    "switches": [cb.at_step for cb in self._switches],
-                    "handle_signals": self.handle_signals}
-        return {"problem": digest_json({"fingerprint": fingerprint(problem, self.state),
-                                        "quantities": [(q.name, q.interval)
-                                                       for q in self.quantities]}),
-                "points": digest_arrays(problem.registry.batch()),
-                "initial state": digest_arrays(self.state),
-                "trainer settings and callbacks": digest_json(settings)}
+        phases = sorted({0, *(cb.at_step for cb in self._switches)})
+        probes = {f"{n}@{s}": probe_transform(tx, self.state.params[n])
+                  for s in phases for n, tx in self.transforms_at(s).items()}
+        out = {"problem": digest_json({"fingerprint": fingerprint(problem, self.state),
+                                       "quantities": [(q.name, q.interval)
+                                                      for q in self.quantities]}),
+               "points": digest_arrays(problem.registry.batch()),
+               "initial state": digest_arrays(self.state),
+               "callbacks": digest_json({"callbacks": callbacks,
+                                         "updates": [(u.name, u.interval)
+                                                     for u in self.updates],
+                                         "switches": phases}),
+               "optimizers (their updates on a probe problem)": digest_arrays(probes)}
+        settings = {**self.settings(), "devices": [d.id for d in self.sharding.devices],
+                    "batch_size": self.batch_sizes}
+        out.update({f"setting `{k}`": digest_json(v) for k, v in settings.items()})
+        return out
+
+    def _digest_names(self) -> list[str]:
+        """The names of :meth:`_digests`, in order (known without building anything)."""
+        return (["problem", "points", "initial state", "callbacks",
+                 "optimizers (their updates on a probe problem)"]
+                + [f"setting `{k}`" for k in [*self.settings(), "devices", "batch_size"]])
+
+    def settings(self) -> dict[str, Any]:
+        """The trainer's settings (every process of a run must have the same)."""
+        return {"max_steps": self.max_steps, "seed": self.seed, "chunk_size": self.chunk_size,
+                "log_every_n_steps": self.log_every_n_steps,
+                "enable_progress_bar": self.enable_progress_bar,
+                "enable_model_summary": self.enable_model_summary,
+                "max_record_bytes": self.max_record_bytes,
+                "handle_signals": self.handle_signals,
+                "overlap_callbacks": self.overlap_callbacks,
+                "nested_intervals": self.nested_intervals,
+                "default_root_dir": self.default_root_dir,
+                "max_time": None if self.timer is None else self.timer.duration.total_seconds(),
+                "sigterm_exit_code": self.SIGTERM_EXIT_CODE}
 
     def _restore(self, problem: Problem, ckpt_path: str) -> None:
         """Assign the state, History and callback states a checkpoint holds."""
@@ -421,6 +466,12 @@ class Trainer:
         self.txs = self.transforms_at(max(int(restored.state.step) - 1, 0))
         self.state, self.history = restored.state, restored.history
         self._step = int(self.state.step)
+        self.ckpt_path = restored.path
+        if self._step > self.max_steps:
+            warnings.warn(f"`max_steps` is {self.max_steps}, below the step {self._step} of "
+                          f"the checkpoint {restored.path!r}: nothing is trained, and `fit` "
+                          f"returns the checkpoint's state at step {self._step}. Raise "
+                          "`max_steps` to train on.", UserWarning, stacklevel=4)
         for cb in self.callbacks:
             if cb.state_key in restored.callbacks:
                 cb.load_state_dict(restored.callbacks[cb.state_key])
@@ -634,6 +685,7 @@ class Trainer:
         """
         batch = self.sharding.place_points(problem.registry.batch())
         self.state = self.sharding.replicate(self.state)
+        self._skipped_at_start = len(self.history.skipped_steps)
         if self.global_step >= self.max_steps:
             self._call("on_train_start")
             return
@@ -691,6 +743,7 @@ class Trainer:
         losses = {k: np.asarray(v) for k, v in dense["losses"].items()}
         total = np.asarray(dense["loss"])
         self.history.record_steps(steps, total, losses)
+        self.history.record_skipped(steps[~np.asarray(dense["applied"], bool)])
         recorded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         intervals = {q.name: q.interval for q in self.quantities}
         for name, v in dense["values"].items():

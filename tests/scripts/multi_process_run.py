@@ -9,11 +9,13 @@ MODE:
   ``preempt``  the same, and process 1 sends itself SIGTERM at its first chunk end at or after
                step 120: every process must save at one step and exit;
   ``resume``   ``fit(..., ckpt_path="last")`` on DIR/ckpt, to step 200;
-  ``checks``   five fits in a row, on 1001 + 201 points: process 1 draws other points
+  ``checks``   eight fits in a row, on 1001 + 201 points: process 1 draws other points
                (refused); process 1 fails in ``on_fit_start`` (both stop); 20 steps
                (checkpoint at 10 and 20); a resume from a path only process 0 can read
-               (refused); 20 steps on mini-batches of 256, RAR-D adding 100 interior points
-               before step 10 (no checkpoint, no logger).
+               (refused); three resumes where process 1 has another ``overlap_callbacks``,
+               ``max_record_bytes`` or learning rate (refused); 20 steps on mini-batches of
+               256, RAR-D adding 100 interior points before step 10 (no checkpoint, no
+               logger).
 
 Each process prints one line ``RESULT <json>``; process 0 writes the final parameters of the
 last training fit to DIR/params.npz.
@@ -42,6 +44,7 @@ if COUNT > 1:
                                process_id=PROCESS)
 
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
 from jno_flax.callbacks import (Callback, ModelCheckpoint, ResamplePoints,  # noqa: E402
                                 TensorBoardLogger)
@@ -76,13 +79,13 @@ def build(seed: int = 0, resample: bool = False):
     return crux, ResamplePoints(residual, every_n_train_steps=10, strategy="rar-d", n_add=100)
 
 
-def fit(crux, steps, every, callbacks=(), ckpt_path=None, monitor=None):
+def fit(crux, steps, every, callbacks=(), ckpt_path=None, monitor=None, **settings):
     """One fit; returns what the test checks (an error is returned, not raised)."""
     ckpt = ModelCheckpoint(dirpath=os.path.join(DIR, "ckpt"), every_n_train_steps=every,
                            save_top_k=-1, monitor=monitor)
     trainer = Trainer(max_steps=steps, callbacks=[ckpt, *callbacks], chunk_size=10,
                       logger=TensorBoardLogger(save_dir=os.path.join(DIR, "logs")),
-                      enable_progress_bar=False, enable_model_summary=False)
+                      enable_progress_bar=False, enable_model_summary=False, **settings)
     out = {"error": None, "exit": None}
     try:
         history = trainer.fit(crux, ckpt_path=ckpt_path)
@@ -109,6 +112,17 @@ if MODE == "checks":
     result["train"] = fit(crux, 20, 10)
     unseen = os.path.join(DIR, "ckpt", "10") if PROCESS == 0 else os.path.join(DIR, "none")
     result["ckpt"] = fit(build(), 30, 10, ckpt_path=unseen)["error"]
+    # one setting differs on process 1: refused on both when the fit starts (never a hang)
+    started = time.monotonic()
+    result["overlap"] = fit(build(), 30, 10, ckpt_path="last",
+                            overlap_callbacks=PROCESS == 0)["error"]
+    result["record"] = fit(build(), 30, 10, ckpt_path="last",
+                           max_record_bytes=2**20 * (1 + PROCESS))["error"]
+    slower = build()
+    if PROCESS == 1:
+        slower.trainables[0].optimizer(optax.adam(2e-3))
+    result["lr"] = fit(slower, 30, 10, ckpt_path="last")["error"]
+    result["settings_seconds"] = time.monotonic() - started
     moving, grow = build(resample=True)
     trainer = Trainer(max_steps=20, callbacks=[grow], batch_size=256, chunk_size=10,
                       logger=False, enable_progress_bar=False, enable_model_summary=False)
