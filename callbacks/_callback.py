@@ -140,16 +140,26 @@ class ChunkMetrics:
         losses: ``{constraint name: (n,)}``.
         values: ``{quantity name: (steps, values)}`` for in-graph quantities recorded in the
             chunk, with their own step indices.
+        skipped: the steps whose loss or update was not finite (not applied).
     """
 
     steps: np.ndarray
     loss: np.ndarray
     losses: dict[str, np.ndarray]
     values: dict[str, tuple[np.ndarray, np.ndarray]]
+    skipped: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
 
     @property
     def last_step(self) -> int:
         return int(self.steps[-1])
+
+    def until(self, end: int) -> "ChunkMetrics":
+        """The chunk's records of the steps before ``end``."""
+        keep = self.steps < end
+        return ChunkMetrics(self.steps[keep], self.loss[keep],
+                            {k: v[keep] for k, v in self.losses.items()},
+                            {k: (at[at < end], v[at < end]) for k, (at, v) in self.values.items()},
+                            self.skipped[self.skipped < end])
 
     def series(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
         """``(steps, values)`` of ``"loss"``, a constraint or a quantity in this chunk."""
@@ -187,6 +197,14 @@ class Callback:
     def sync_every(self, trainer: "Trainer") -> int | None:
         """Ask for a chunk boundary after every ``n``-th step (``trainer.state`` is then the
         state after that step), or ``None``."""
+        return None
+
+    def stopping_step(self, trainer: "Trainer", chunk: ChunkMetrics) -> int | None:
+        """The step of ``chunk`` after which this callback's hooks will stop training, or
+        ``None``: a decision computed without side effects (called before any hook sees the
+        chunk, on every process). The trainer then ends the chunk there: the state, History,
+        hooks and checkpoints are those of a run that stopped right after that step (the
+        chunk is replayed up to it). The hooks must then call ``trainer.stop`` for it."""
         return None
 
     # ------------------------------------------------------------------ hooks

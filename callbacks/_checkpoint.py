@@ -33,16 +33,15 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 from jno_flax._checks import integer
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
 from jno_flax.callbacks._checkpoint_dir import DirectoryLock, Entry, foreign, list_entries
+from jno_flax.callbacks._logger import next_version, next_version_numbers
 from jno_flax.callbacks._periodic import EveryNSteps
-from jno_flax.callbacks._restore import (RESERVED_ENTRIES, fingerprint, history_arrays,
-                                         read_metadata)
+from jno_flax.callbacks._restore import RESERVED_ENTRIES, fingerprint, history_arrays
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
@@ -60,6 +59,52 @@ def _versions() -> dict[str, str]:
             "optax": optax.__version__, "orbax-checkpoint": getattr(ocp, "__version__", "?")}
 
 
+def checkpoint_args(trainer: "Trainer", problem: "Problem",
+                    metadata: dict[str, Any]) -> ocp.args.Composite:
+    """The five items of a checkpoint of ``trainer``'s live state at its step, with
+    ``metadata`` added to the metadata item; every callback's ``on_save_checkpoint`` runs."""
+    from jno_flax.trainers._state import copy_tree
+    history = trainer.history
+    metadata = {"step": trainer.global_step, "run_id": history.run_id, "saved_at": time.time(),
+                "monitor": None, "score": None, "losses": {}, **metadata,
+                "versions": _versions(), "fingerprint": fingerprint(problem, trainer.state),
+                "wall_time": history.wall_time, "stop_reason": history.stop_reason,
+                "skipped_steps": history.skipped_steps.tolist(),
+                "history_order": {"losses": list(history.losses),
+                                  "trackers": list(history.trackers)}}
+    callbacks = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
+    checkpoint: dict[str, Any] = {"metadata": metadata, "callbacks": callbacks}
+    for cb in trainer.callbacks:
+        cb.on_save_checkpoint(trainer, problem, checkpoint)
+    if checkpoint["metadata"] is not metadata or checkpoint["callbacks"] is not callbacks:
+        raise ValueError("`on_save_checkpoint` replaced the checkpoint's 'metadata' or "
+                         "'callbacks' entry; add entries under other names.")
+    taken = sorted(k for k in checkpoint if k in RESERVED_ENTRIES[2:])
+    if taken:
+        raise ValueError(f"`on_save_checkpoint` added the entries {taken}, whose names "
+                         f"are reserved ({list(RESERVED_ENTRIES)}); use other names.")
+    extra = {k: v for k, v in checkpoint.items() if k not in RESERVED_ENTRIES}
+    # a copy: the live state's buffers are donated to the next chunk while orbax writes
+    return ocp.args.Composite(
+        state=ocp.args.StandardSave(copy_tree(trainer.state)),
+        history=ocp.args.StandardSave(history_arrays(history)),
+        callbacks=ocp.args.JsonSave(callbacks), extra=ocp.args.JsonSave(extra),
+        metadata=ocp.args.JsonSave(metadata))
+
+
+def write_checkpoint(trainer: "Trainer", problem: "Problem", path: str) -> str:
+    """Write a checkpoint of ``trainer``'s state to the new directory ``path`` (synchronous);
+    ``fit(problem, ckpt_path=path)`` resumes from it."""
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        raise FileExistsError(f"`filepath` {path!r} exists; `save_checkpoint` writes a new "
+                              "directory and never replaces one.")
+    args = checkpoint_args(trainer, problem, {})
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+        ckptr.save(path, args=args)
+    return path
+
+
 class _Manager(ocp.CheckpointManager):
     """orbax's manager, leaving JAX's preemption sync point to the trainer. orbax asks
     ``reached_preemption_sync_point(step)`` at every save (for its logs), with the training
@@ -75,8 +120,10 @@ class ModelCheckpoint(Callback):
     """Saves the whole training state with orbax; resume with ``fit(..., ckpt_path=...)``.
 
     Args:
-        dirpath: directory of the checkpoints (default ``<default_root_dir>/checkpoints``).
-            It belongs to one run: a fit that did not resume from it refuses to write where
+        dirpath: directory of the checkpoints; default, as in Lightning, the run's version
+            folder ``<log_dir>/checkpoints`` (``runs/default/version_<n>/checkpoints``), or
+            ``<default_root_dir>/checkpoints/version_<n>`` without a logger. It belongs to one
+            run: a fit that did not resume from it refuses to write where
             another run's checkpoints are (see the module docstring).
         filename: prefix of the step directories (``<filename>_<step>``); default: the step.
         monitor: ``"loss"``, a constraint or a scalar tracker ranking the checkpoints.
@@ -133,6 +180,7 @@ class ModelCheckpoint(Callback):
         self._lock = DirectoryLock()
         self._run_id: str | None = None
         self._replaceable: set[str] = set()   # damaged checkpoints a "last" resume skipped
+        self._family: tuple[str, str] | None = None   # (root, tail) of a default dirpath
 
     @property
     def state_key(self) -> str:
@@ -140,8 +188,35 @@ class ModelCheckpoint(Callback):
 
     # ------------------------------------------------------------------ the directory
     def _resolve_dirpath(self, trainer: "Trainer") -> None:
-        if not self._given_dirpath:
-            self.dirpath = os.path.abspath(os.path.join(trainer.default_root_dir, "checkpoints"))
+        """Without a given ``dirpath``, as in Lightning: ``<log_dir>/checkpoints`` of the
+        first logger (``runs/<name>/version_<n>/checkpoints``), else
+        ``<default_root_dir>/checkpoints/version_<n>``: a directory of its own for every run.
+        Chosen once, so a continued run (``solve``, ``fit`` again) keeps it."""
+        if self._given_dirpath or self.dirpath:
+            return
+        if trainer.loggers:
+            logger = trainer.loggers[0]
+            self._family = (os.path.abspath(logger.root_dir), "checkpoints")
+            self.dirpath = os.path.abspath(os.path.join(logger.log_dir, "checkpoints"))
+        else:
+            root = os.path.abspath(os.path.join(trainer.default_root_dir, "checkpoints"))
+            self._family = (root, "")
+            self.dirpath = self._version_dir(next_version(root))
+
+    def search_dirs(self) -> list[str]:
+        """Where ``ckpt_path="last"``/``"best"`` look, preferred first: the given
+        ``dirpath``; without one, the checkpoint directories of every version of the run
+        family (``version_<n>``, newest first), so a requeued script that starts a new
+        Trainer finds the run it continues."""
+        if self._family is None:
+            return [self.dirpath]
+        versions = sorted(next_version_numbers(self._family[0]), reverse=True)
+        dirs = [self._version_dir(n) for n in versions]
+        return dirs + [self.dirpath] if self.dirpath not in dirs else dirs
+
+    def _version_dir(self, n: int) -> str:
+        root, tail = self._family
+        return os.path.join(root, f"version_{n}", tail).rstrip(os.sep)
 
     @property
     def manager(self) -> ocp.CheckpointManager:
@@ -171,11 +246,13 @@ class ModelCheckpoint(Callback):
         """The best of ``paths`` by the monitored score stored in each checkpoint."""
         if self.monitor is None:
             raise ValueError("`ckpt_path='best'` needs a ModelCheckpoint with a `monitor`.")
+        entries = list_entries(os.path.dirname(paths[0]), self.filename) if paths else []
         scored = [(e.score if self.mode == "min" else -e.score, e.path)
-                  for e in self.entries() if e.path in paths and e.monitor == self.monitor
+                  for e in entries if e.path in paths and e.monitor == self.monitor
                   and e.score is not None and math.isfinite(e.score)]
         if not scored:
-            raise FileNotFoundError(f"`ckpt_path='best'`: no checkpoint in {self.dirpath!r} "
+            raise FileNotFoundError(f"`ckpt_path='best'`: no checkpoint in "
+                                    f"{os.path.dirname(paths[0]) if paths else self.dirpath!r} "
                                     f"has a score for `monitor` {self.monitor!r}.")
         return min(scored)[1]
 
@@ -221,6 +298,13 @@ class ModelCheckpoint(Callback):
 
     def setup(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
         self._resolve_dirpath(trainer)
+        self._replaceable = set()
+        self._issued = None
+        self.last_saved_step = None
+        if self._given_dirpath:   # a default one is created when training starts (a resume
+            self._prepare()       # may choose the directory of the run it continues)
+
+    def _prepare(self) -> None:
         if os.path.exists(self.dirpath) and not os.path.isdir(self.dirpath):
             raise NotADirectoryError(f"ModelCheckpoint `dirpath` {self.dirpath!r} is a file, "
                                      "not a directory; give a directory path.")
@@ -232,11 +316,6 @@ class ModelCheckpoint(Callback):
         if not os.access(self.dirpath, os.W_OK | os.X_OK):
             raise PermissionError(f"ModelCheckpoint `dirpath` {self.dirpath!r} is not "
                                   "writable; choose a directory you can write to.")
-        self._replaceable = set()
-        self._issued = None
-        self.last_saved_step = None
-        if trainer.is_global_zero:  # the processes of one run share the directory
-            self._lock.acquire(self.dirpath)
 
     def on_fit_start(self, trainer: "Trainer", problem: "Problem") -> None:
         if self.monitor is not None:
@@ -247,6 +326,8 @@ class ModelCheckpoint(Callback):
 
     def on_load_checkpoint(self, trainer: "Trainer", problem: "Problem",
                            checkpoint: dict[str, Any]) -> None:
+        if self._family is not None:   # a default directory: go on in the resumed run's
+            self.dirpath = os.path.dirname(checkpoint["path"])
         self._replaceable = {p for p in checkpoint.get("skipped", [])
                              if os.path.dirname(p) == self.dirpath}
         # the monitored values when it was written: from the metadata, which moves with the
@@ -258,6 +339,15 @@ class ModelCheckpoint(Callback):
         """Claim the directory for this run (or refuse), and rebuild the scores."""
         self._run_id = trainer.history.run_id
         start = trainer.global_step
+        if self._family is not None and trainer.max_steps > start and foreign(
+                self.entries(), self._run_id, start, self._replaceable):
+            # a default directory of another run (a trainer fitted again after another run
+            # of the problem): this run takes a fresh version, as a new run would
+            self.dirpath = self._version_dir(next_version(self._family[0]))
+        if not self._given_dirpath:
+            self._prepare()
+        if trainer.is_global_zero:  # the processes of one run share the directory
+            self._lock.acquire(self.dirpath)
         entries = self.entries()
         if trainer.max_steps > start:
             self._refuse_foreign(foreign(entries, self._run_id, start, self._replaceable),
@@ -356,32 +446,10 @@ class ModelCheckpoint(Callback):
             self.manager.delete(step)
             self._replaceable.discard(path)
         self._prune()   # against the newest complete checkpoint, never the one being written
-        metadata = {"step": step, "run_id": self._run_id, "saved_at": time.time(),
-                    "losses": dict(self._latest), "monitor": self.monitor, "score": score,
-                    "versions": _versions(), "fingerprint": fingerprint(problem, trainer.state),
-                    "wall_time": trainer.history.wall_time,
-                    "stop_reason": trainer.history.stop_reason,
-                    "skipped_steps": trainer.history.skipped_steps.tolist()}
-        callbacks = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
-        checkpoint: dict[str, Any] = {"metadata": metadata, "callbacks": callbacks}
-        for cb in trainer.callbacks:
-            cb.on_save_checkpoint(trainer, problem, checkpoint)
-        if checkpoint["metadata"] is not metadata or checkpoint["callbacks"] is not callbacks:
-            raise ValueError("`on_save_checkpoint` replaced the checkpoint's 'metadata' or "
-                             "'callbacks' entry; add entries under other names.")
-        taken = sorted(k for k in checkpoint if k in RESERVED_ENTRIES[2:])
-        if taken:
-            raise ValueError(f"`on_save_checkpoint` added the entries {taken}, whose names "
-                             f"are reserved ({list(RESERVED_ENTRIES)}); use other names.")
-        extra = {k: v for k, v in checkpoint.items() if k not in RESERVED_ENTRIES}
-        # a copy: the live state's buffers are donated to the next chunk while orbax writes
-        state = jax.tree.map(jnp.copy, trainer.state)
+        args = checkpoint_args(trainer, problem, {"monitor": self.monitor, "score": score,
+                                                  "losses": dict(self._latest)})
         try:
-            self.manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                history=ocp.args.StandardSave(history_arrays(trainer.history)),
-                callbacks=ocp.args.JsonSave(callbacks), extra=ocp.args.JsonSave(extra),
-                metadata=ocp.args.JsonSave(metadata)), force=True)
+            self.manager.save(step, args=args, force=True)
         except OSError as err:
             raise OSError(f"ModelCheckpoint could not write the checkpoint of step {step} to "
                           f"{self.dirpath!r} ({type(err).__name__}: {err}); "

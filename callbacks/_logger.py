@@ -5,8 +5,10 @@ one :class:`~jno_flax.callbacks.TensorBoardLogger` under ``default_root_dir``). 
 decides *what* is logged and *when*; subclasses only write:
 
 * ``loss`` and ``losses/<constraint>`` every ``log_every_n_steps`` steps (after each step ``s``
-  with ``(s + 1) % n == 0``), aggregated over the window since the last write with clu metrics
-  (``aggregation="mean"``: ``Average``; ``"last"``: ``LastValue``, the step's own value);
+  with ``(s + 1) % n == 0``): by default the step's own value (``aggregation="last"``, clu's
+  ``LastValue``), so a logged curve equals the History at the logged steps, as Lightning's
+  ``self.log(..., on_step=True)``; ``aggregation="mean"`` averages the window since the last
+  write (clu's ``Average``);
 * every tracker and in-graph quantity (adaptive weights, learning rates, diagnostics) at the
   steps it was recorded: scalars through :meth:`Logger.log_metrics`, arrays through
   :meth:`Logger.log_array`;
@@ -60,12 +62,17 @@ def check_version(arg: str, version: Any) -> int | str | None:
                      f"(no path separators, not '.' or '..'), got {version!r}.")
 
 
+def next_version_numbers(root_dir: str) -> list[int]:
+    """The ``n`` of every ``<root_dir>/version_<n>`` directory."""
+    if not os.path.isdir(root_dir):
+        return []
+    return [int(m.group(1)) for d in os.listdir(root_dir)
+            if (m := _VERSION_DIR.match(d)) and os.path.isdir(os.path.join(root_dir, d))]
+
+
 def next_version(root_dir: str) -> int:
     """The smallest ``n`` above every existing ``<root_dir>/version_<n>`` (0 if none)."""
-    if not os.path.isdir(root_dir):
-        return 0
-    taken = [int(m.group(1)) for d in os.listdir(root_dir)
-             if (m := _VERSION_DIR.match(d)) and os.path.isdir(os.path.join(root_dir, d))]
+    taken = next_version_numbers(root_dir)
     return max(taken) + 1 if taken else 0
 
 
@@ -92,7 +99,8 @@ class Logger(Callback):
         version: ``None`` (the next free ``version_<n>``), an int ``n`` (``version_<n>``) or a
             directory name.
         log_every_n_steps: window of ``loss`` / ``losses/*`` (default: the trainer's).
-        aggregation: ``"mean"`` over the window or ``"last"`` (the window's last step).
+        aggregation: ``"last"`` (the logged step's value, the default) or ``"mean"`` over
+            the window since the last write.
         hparams: extra hyper-parameters to record (``{name: number, str or bool}``).
 
     With several ``jax.distributed`` processes, only process 0 logs (``global_zero_only``).
@@ -102,7 +110,7 @@ class Logger(Callback):
 
     def __init__(self, save_dir: str | os.PathLike | None = None, name: str = "default",
                  version: int | str | None = None, log_every_n_steps: int | None = None,
-                 aggregation: str = "mean", hparams: dict[str, Any] | None = None):
+                 aggregation: str = "last", hparams: dict[str, Any] | None = None):
         if save_dir is not None and not isinstance(save_dir, (str, os.PathLike)):
             raise TypeError(f"`save_dir` must be a path or None, got {save_dir!r}.")
         version = check_version("version", version)
@@ -123,6 +131,8 @@ class Logger(Callback):
         self.hparams = dict(hparams or {})
         self._every: EveryNSteps | None = None
         self._window: dict[str, list[np.ndarray]] = {}
+        #: the latest value written of every logged name (Lightning's ``logged_metrics``)
+        self.logged_metrics: dict[str, float] = {}
 
     # ------------------------------------------------------------------ where
     @property
@@ -221,10 +231,13 @@ class Logger(Callback):
                     self.log_array(name, np.asarray(value), int(step))
         for step in sorted(rows):
             self.log_metrics(rows[step], step)
+            self.logged_metrics.update(rows[step])
 
     def on_train_end(self, trainer: "Trainer", problem: "Problem") -> None:
         if self._window:
-            self.log_metrics(self._aggregate(), trainer.global_step - 1)
+            row = self._aggregate()
+            self.log_metrics(row, trainer.global_step - 1)
+            self.logged_metrics.update(row)
         self.flush()
 
     def teardown(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:

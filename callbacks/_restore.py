@@ -113,9 +113,13 @@ def history_arrays(history: "History") -> dict[str, Any]:
 def history_from_arrays(arrays: dict[str, Any], metadata: dict[str, Any]) -> "History":
     from jno_flax.trainers import History
     as_np = jax.tree.map(np.asarray, arrays)
-    return History.from_dict({**as_np, "losses": as_np.get("losses", {}),
+    # orbax returns dicts with sorted keys: back to the order the run had
+    order = metadata.get("history_order", {})
+    losses, trackers = as_np.get("losses", {}), as_np.get("trackers", {})
+    losses = {k: losses[k] for k in order.get("losses", []) if k in losses} | losses
+    trackers = {k: trackers[k] for k in order.get("trackers", []) if k in trackers} | trackers
+    return History.from_dict({**as_np, "losses": losses, "trackers": trackers,
                               "skipped_steps": metadata.get("skipped_steps", []),
-                              "trackers": as_np.get("trackers", {}),
                               "wall_time": metadata.get("wall_time", 0.0),
                               "stop_reason": metadata.get("stop_reason"),
                               "run_id": metadata.get("run_id")})
@@ -160,7 +164,8 @@ def read_metadata(path: str) -> dict[str, Any]:
 def resolve(ckpt_path: str, callbacks: list[Callback]) -> list[str]:
     """Candidate checkpoint directories for ``ckpt_path``, preferred first (empty: none yet).
 
-    ``"last"``: the newest checkpoint of the first ``ModelCheckpoint``, then older ones (a
+    ``"last"``: the newest checkpoint of the first ``ModelCheckpoint`` (in its directory, or
+    without a given one, in the newest version directory holding checkpoints), then older ones (a
     damaged newest one falls back); none yet warns and starts fresh, so a requeued job runs
     the same command every time. ``"best"``: the best by the ``ModelCheckpoint``'s monitor. A
     path: that step directory, which must exist.
@@ -170,10 +175,16 @@ def resolve(ckpt_path: str, callbacks: list[Callback]) -> list[str]:
         if not ckpts:
             raise ValueError(f"`ckpt_path={ckpt_path!r}` needs a ModelCheckpoint callback on the "
                              "trainer to know where checkpoints are.")
+        from jno_flax.callbacks._checkpoint_dir import list_entries
         cb = ckpts[0]
-        paths = [cb.step_path(s) for s in reversed(cb.all_steps())]
+        paths = []
+        for directory in cb.search_dirs():   # the newest run's directory with checkpoints
+            paths = [e.path for e in reversed(list_entries(directory, cb.filename))]
+            if paths:
+                break
         if not paths:
-            warnings.warn(f"`ckpt_path={ckpt_path!r}`: no checkpoint in {cb.dirpath!r} yet; "
+            where = " or ".join(repr(d) for d in cb.search_dirs())
+            warnings.warn(f"`ckpt_path={ckpt_path!r}`: no checkpoint in {where} yet; "
                           "training starts from step 0.", UserWarning, stacklevel=5)
             return []
         if ckpt_path == "best":

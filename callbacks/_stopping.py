@@ -62,9 +62,11 @@ class EarlyStopping(Callback):
     ``stopping_threshold``, or passed ``divergence_threshold``, or is not finite.
 
     A check happens at every step ``>= start_step`` where ``monitor`` has a value: every step
-    for ``"loss"`` and constraint names, at its interval for a tracker. Training ends after the
-    fused chunk in which the decision was made; ``trainer.stop_reason`` (and
-    ``History.stop_reason``) names the rule, the value and the step.
+    for ``"loss"`` and constraint names, at its interval for a tracker. Training ends right
+    after the step of the decision, as in Lightning: the returned state, History and last
+    checkpoint are those of that step (the trainer replays the fused chunk up to it; see
+    :meth:`Callback.stopping_step`). ``trainer.stop_reason`` (and ``History.stop_reason``)
+    names the rule, the value and the step.
 
     Args:
         monitor: ``"loss"`` (total), a constraint name or a tracker/quantity name.
@@ -121,23 +123,34 @@ class EarlyStopping(Callback):
             raise ValueError(f"EarlyStopping `monitor` {self.monitor!r} is not a logged "
                              f"quantity; available: {available}.")
 
-    def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
-                           chunk: ChunkMetrics) -> None:
+    def _scan(self, chunk: ChunkMetrics) -> tuple[float, int, int | None, str | None]:
+        """The checks of ``chunk`` from the current state, without side effects: the new
+        ``best`` and ``wait``, and the step and reason of a stop (``None``: go on)."""
+        best, wait = self.best, self.wait
         series = chunk.series(self.monitor)
-        if series is None or trainer.should_stop:
-            return
-        for step, value in zip(*series):
+        for step, value in zip(*(series if series is not None else ((), ()))):
             if step < self.start_step:
                 continue
             d = early_stopping_decision(
-                float(value), self.best, self.wait, mode=self.mode, min_delta=self.min_delta,
+                float(value), best, wait, mode=self.mode, min_delta=self.min_delta,
                 patience=self.patience, stopping_threshold=self.stopping_threshold,
                 divergence_threshold=self.divergence_threshold, check_finite=self.check_finite)
-            self.best, self.wait = d.best, d.wait
+            best, wait = d.best, d.wait
             if d.stop:
-                self.stopped_step = int(step)
-                trainer.stop(f"EarlyStopping: `{self.monitor}` {d.reason} at step {step}.")
-                return
+                return best, wait, int(step), d.reason
+        return best, wait, None, None
+
+    def stopping_step(self, trainer: "Trainer", chunk: ChunkMetrics) -> int | None:
+        return None if trainer.should_stop else self._scan(chunk)[2]
+
+    def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
+                           chunk: ChunkMetrics) -> None:
+        if trainer.should_stop:
+            return
+        self.best, self.wait, step, reason = self._scan(chunk)
+        if step is not None:
+            self.stopped_step = step
+            trainer.stop(f"EarlyStopping: `{self.monitor}` {reason} at step {step}.")
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "wait": self.wait, "stopped_step": self.stopped_step}
@@ -153,6 +166,10 @@ class TerminateOnNaN(Callback):
 
     def __init__(self):
         self.bad_step: int | None = None
+
+    def stopping_step(self, trainer: "Trainer", chunk: ChunkMetrics) -> int | None:
+        bad = np.nonzero(~np.isfinite(chunk.loss))[0]
+        return None if self.bad_step is not None or not len(bad) else int(chunk.steps[bad[0]])
 
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:

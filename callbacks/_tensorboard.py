@@ -42,7 +42,7 @@ class TensorBoardLogger(Logger):
 
     def __init__(self, save_dir: str | os.PathLike | None = None, name: str = "default",
                  version: int | str | None = None, log_every_n_steps: int | None = None,
-                 aggregation: str = "mean", hparams: dict[str, Any] | None = None,
+                 aggregation: str = "last", hparams: dict[str, Any] | None = None,
                  histogram_every_n_steps: int | None = None,
                  figure_fn: Callable[..., Any] | None = None,
                  figure_every_n_steps: int | None = None):

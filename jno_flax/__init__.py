@@ -9,6 +9,7 @@ from jno_flax import adaptive, domain, fn, nn
 from jno_flax import numpy as np  # noqa: F401  (``jno.np``)
 from jno_flax._expr import Expr
 from jno_flax._problem import Problem, core
+from jno_flax._seed import seed_everything
 from jno_flax._tracker import Tracker, tracker
 from jno_flax._trainable import Model, Parameter, parameter, wrap
 
@@ -16,4 +17,4 @@ __version__ = "0.1.0"
 
 __all__ = ["adaptive", "domain", "fn", "nn", "np", "Expr", "Problem", "core", "Tracker",
            "tracker", "Model",
-           "Parameter", "parameter", "wrap", "__version__"]
+           "Parameter", "parameter", "seed_everything", "wrap", "__version__"]

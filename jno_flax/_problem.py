@@ -19,6 +19,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from jno_flax.trainers import History, TrainState
 
 
+def _term_name(expr: Expr) -> str | None:
+    """The name of the term a weighted constraint balances: ``w * pde`` (``w`` an adaptive
+    weight or a constant) is named like ``pde`` — or like the loss ``w`` was created for —
+    when that has a name."""
+    from jno_flax._balancer import AdaptiveWeight, _factors
+    from jno_flax._expr import Constant
+    factors = _factors(expr)
+    if len(factors) < 2:
+        return None
+    terms = [f for f in factors if not isinstance(f, (AdaptiveWeight, Constant))]
+    weights = [f for f in factors if isinstance(f, AdaptiveWeight)]
+    names = {t.given_name for t in terms} | {w.loss.given_name for w in weights}
+    names.discard(None)
+    return names.pop() if len(terms) <= 1 and len(names) == 1 else None
+
+
 def _x64() -> bool:
     """Whether 64-bit types are on (``jax_enable_x64``, also inside ``jax.enable_x64()``)."""
     return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
@@ -59,8 +75,8 @@ class Problem:
                         f"`constraints[{i}]` must be a scalar loss term, got {item!r} of shape "
                         f"{fmt_shape(item.value_shape)}. Reduce it, e.g. `residual.mse`."
                     )
-                self._add(self.constraints,
-                          item.given_name or f"loss_{len(self.constraints)}", item)
+                self._add(self.constraints, item.given_name or _term_name(item)
+                          or f"loss_{len(self.constraints)}", item)
             else:
                 raise TypeError(f"`constraints[{i}]` must be an expression or a tracker, got "
                                 f"{type(item).__name__}: {item!r}.")

@@ -17,9 +17,10 @@ import numbers
 import numpy as np
 from scipy.stats import qmc
 
-from jno_flax._checks import integer, positive_int
+from jno_flax._checks import positive_int
 from jno_flax._geometry import BoundarySample, Box, Disk, Geometry, Interval, Rect, Segments
 from jno_flax._pointset import PointSet, Variable
+from jno_flax._seed import default_seed
 
 __all__ = ["Domain", "interval", "rect", "box", "disk", "polygon", "lshape", "SAMPLERS"]
 
@@ -66,20 +67,21 @@ class Domain:
         n_interior: number of interior points (``grid``: about this many).
         n_boundary: number of boundary points, spread over the sides by size.
         sampler: ``"random"`` (default), ``"grid"``, ``"sobol"`` or ``"lhs"``.
-        seed: seed of the sampler; the same seed gives the same points.
+        seed: seed of the sampler; the same seed gives the same points (default: the seed of
+            ``jno_flax.seed_everything``, 0 until it is called).
         time: optional ``(t0, t1)``; the domain becomes space-time with ``t`` last.
         n_initial: points of the ``"initial"`` tag (space-time only; default ``n_boundary``).
     """
 
     def __init__(self, geometry: Geometry, *, n_interior: int, n_boundary: int,
-                 sampler: str = "random", seed: int = 0, time=None, n_initial: int | None = None,
+                 sampler: str = "random", seed: int | None = None, time=None, n_initial: int | None = None,
                  coord_names: tuple[str, ...]):
         self.geometry = geometry
         self.n_interior = positive_int("n_interior", n_interior)
         self.n_boundary = positive_int("n_boundary", n_boundary)
         if sampler not in SAMPLERS:
             raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}.")
-        self.sampler, self.seed = sampler, integer("seed", seed)
+        self.sampler, self.seed = sampler, default_seed(seed)
         self.time = None if time is None else _check_range("time", time)
         if n_initial is not None and self.time is None:
             raise ValueError("`n_initial` needs a space-time domain; pass `time=(t0, t1)` too.")
@@ -214,7 +216,7 @@ def _product(space: np.ndarray, times: np.ndarray) -> np.ndarray:
 
 
 def interval(a: float, b: float, *, n_interior: int = 100, n_boundary: int = 2,
-             sampler: str = "random", seed: int = 0, time=None,
+             sampler: str = "random", seed: int | None = None, time=None,
              n_initial: int | None = None) -> Domain:
     """The interval ``(a, b)``; sides ``"left"`` (x = a) and ``"right"`` (x = b)."""
     lo, hi = _check_range("(a, b)", (a, b))
@@ -223,7 +225,7 @@ def interval(a: float, b: float, *, n_interior: int = 100, n_boundary: int = 2,
 
 
 def rect(x_range=(0.0, 1.0), y_range=(0.0, 1.0), *, n_interior: int = 1000,
-         n_boundary: int = 200, sampler: str = "random", seed: int = 0, time=None,
+         n_boundary: int = 200, sampler: str = "random", seed: int | None = None, time=None,
          n_initial: int | None = None) -> Domain:
     """A rectangle; sides ``"left"``, ``"right"``, ``"bottom"``, ``"top"``."""
     xr, yr = _check_range("x_range", x_range), _check_range("y_range", y_range)
@@ -232,7 +234,7 @@ def rect(x_range=(0.0, 1.0), y_range=(0.0, 1.0), *, n_interior: int = 1000,
 
 
 def box(x_range=(0.0, 1.0), y_range=(0.0, 1.0), z_range=(0.0, 1.0), *, n_interior: int = 1000,
-        n_boundary: int = 600, sampler: str = "random", seed: int = 0, time=None,
+        n_boundary: int = 600, sampler: str = "random", seed: int | None = None, time=None,
         n_initial: int | None = None) -> Domain:
     """A 3-D box; faces ``left/right`` (x), ``front/back`` (y), ``bottom/top`` (z)."""
     ranges = [_check_range(n, r) for n, r in
@@ -242,7 +244,7 @@ def box(x_range=(0.0, 1.0), y_range=(0.0, 1.0), z_range=(0.0, 1.0), *, n_interio
 
 
 def disk(center=(0.0, 0.0), radius: float = 1.0, *, n_interior: int = 1000,
-         n_boundary: int = 200, sampler: str = "random", seed: int = 0, time=None,
+         n_boundary: int = 200, sampler: str = "random", seed: int | None = None, time=None,
          n_initial: int | None = None) -> Domain:
     """A disk; its boundary is the circle (tag ``"boundary"``)."""
     c = np.asarray(center, dtype=np.float64)
@@ -256,7 +258,7 @@ def disk(center=(0.0, 0.0), radius: float = 1.0, *, n_interior: int = 1000,
 
 
 def polygon(vertices, *, n_interior: int = 1000, n_boundary: int = 200,
-            sampler: str = "random", seed: int = 0, time=None, n_initial: int | None = None,
+            sampler: str = "random", seed: int | None = None, time=None, n_initial: int | None = None,
             side_names: tuple[str, ...] | None = None) -> Domain:
     """A simple polygon (convex or not) given by its vertices in order.
 

@@ -153,7 +153,8 @@ def test_missing_ckpt_path_is_an_error_listing_existing_ones(tmp_path):
                                                 r"existing checkpoints: \['.*/5', '.*/10'\]"):
         _fit(again, 20, ModelCheckpoint(tmp_path), ckpt_path=str(tmp_path / "77"))
     with pytest.raises(ValueError, match="needs a ModelCheckpoint callback"):
-        _fit(again, 20, ckpt_path="last")
+        Trainer(max_steps=20, logger=False, enable_progress_bar=False,
+                enable_checkpointing=False).fit(again, ckpt_path="last")
 
 
 def test_resuming_into_a_different_problem_is_an_error(tmp_path):
@@ -215,7 +216,8 @@ def test_default_dirpath_filename_prefix_and_on_save_checkpoint_entries(tmp_path
     Trainer(max_steps=12, default_root_dir=str(root), enable_progress_bar=False,
             callbacks=[ModelCheckpoint(filename="ckpt", every_n_train_steps=6), _Extra()]
             ).fit(crux)
-    assert sorted(os.listdir(root / "checkpoints")) == ["ckpt_12"]
+    # as in Lightning: the run's version folder of the default TensorBoard logger
+    assert sorted(os.listdir(root / "default" / "version_0" / "checkpoints")) == ["ckpt_12"]
     _, again = _problem()
     extra = _Extra()
     Trainer(max_steps=12, default_root_dir=str(root), enable_progress_bar=False,
@@ -225,5 +227,5 @@ def test_default_dirpath_filename_prefix_and_on_save_checkpoint_entries(tmp_path
     assert extra.loaded["metadata"]["step"] == 12
     _same_state(crux, again)
     t3, fresh = _problem()
-    fresh.load_weights(root / "checkpoints")            # the newest "ckpt_<step>" directory
+    fresh.load_weights(root / "default" / "version_0" / "checkpoints")  # newest ckpt_<step>
     np.testing.assert_array_equal(np.asarray(fresh.eval(t3.u)), np.asarray(crux.eval(t1.u)))

@@ -79,11 +79,11 @@ def test_csv_rows_equal_the_history_at_the_logged_steps(tiny, tmp_path):
 
 def test_csv_mean_aggregation_and_resume_keeps_earlier_rows(tiny, tmp_path):
     ck = ModelCheckpoint(tmp_path / "ck", every_n_train_steps=10, save_last=False)
-    first = CSVLogger(tmp_path, log_every_n_steps=5)
+    first = CSVLogger(tmp_path, log_every_n_steps=5, aggregation="mean")
     h = _fit(tiny.core(), 15, logger=first, callbacks=[ck], chunk_size=5)
     rows = _rows(os.path.join(first.log_dir, "metrics.csv"))
     np.testing.assert_allclose(float(rows[0]["loss"]), h.total_loss[:5].mean(), rtol=1e-6)
-    resumed = CSVLogger(tmp_path, log_every_n_steps=5)
+    resumed = CSVLogger(tmp_path, log_every_n_steps=5, aggregation="mean")
     trainer = Trainer(max_steps=20, logger=resumed, enable_progress_bar=False, chunk_size=5,
                       callbacks=[ModelCheckpoint(tmp_path / "ck", every_n_train_steps=10)])
     trainer.fit(tiny.core(), ckpt_path="last")  # the checkpoint of step 10

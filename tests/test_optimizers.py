@@ -94,17 +94,18 @@ def test_resume_across_a_switch_is_bit_identical(tmp_path):
     # rmsprop: a state of another structure than adam's that compiles fast (L-BFGS is above)
     second = optax.rmsprop(1e-3)
 
-    def fit(crux, steps, ckpt_path=None):
-        cbs = [ModelCheckpoint(tmp_path, every_n_train_steps=10, save_top_k=-1),
+    def fit(crux, steps, dirpath, ckpt_path=None):
+        cbs = [ModelCheckpoint(dirpath, every_n_train_steps=10, save_top_k=-1),
                SwitchOptimizer(15, {"u": second})]
         return Trainer(max_steps=steps, callbacks=cbs, **QUIET).fit(crux, ckpt_path=ckpt_path)
     _, full = _lbfgs_problem()
     h_full = Trainer(max_steps=40, callbacks=[SwitchOptimizer(15, second)], **QUIET).fit(full)
     _, part = _lbfgs_problem()
-    fit(part, 30)
+    fit(part, 30, tmp_path)
     for ckpt in ("10", "30"):  # before and after the switch
         _, resumed = _lbfgs_problem()
-        h = fit(resumed, 40, ckpt_path=str(tmp_path / ckpt))
+        # from 10, the continued run writes elsewhere: 20 and 30 of the first stay untouched
+        h = fit(resumed, 40, tmp_path / f"from_{ckpt}", ckpt_path=str(tmp_path / ckpt))
         np.testing.assert_array_equal(h.total_loss, h_full.total_loss)
         _same(resumed.state, full.state)
 

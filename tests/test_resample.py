@@ -121,14 +121,15 @@ def test_resampled_points_lie_in_the_domain_and_reach_trackers_and_eval(strategy
 
 @pytest.mark.parametrize("strategy", ["rad", pytest.param("rar-d", marks=pytest.mark.slow)])
 def test_resume_across_a_resample_is_bit_identical(tmp_path, strategy):
-    def fit(steps, ckpt_path=None):
+    def fit(steps, dirpath, ckpt_path=None):
         _, _, residual, crux = _lshape_problem()
         cbs = [ResamplePoints(residual, every_n_train_steps=7, strategy=strategy),
-               ModelCheckpoint(tmp_path / strategy, every_n_train_steps=10, save_top_k=-1)]
+               ModelCheckpoint(dirpath, every_n_train_steps=10, save_top_k=-1)]
         h = Trainer(max_steps=steps, callbacks=cbs, **QUIET).fit(crux, ckpt_path=ckpt_path)
         return crux, h
-    full, h_full = fit(30)  # saves at steps 10, 20 and 30
-    resumed, h = fit(30, ckpt_path=str(tmp_path / strategy / "20"))
+    full, h_full = fit(30, tmp_path / strategy)  # saves at steps 10, 20 and 30
+    # the continued run writes to its own directory: the first run's 30 stays
+    resumed, h = fit(30, tmp_path / "continued", ckpt_path=str(tmp_path / strategy / "20"))
     np.testing.assert_array_equal(h.total_loss, h_full.total_loss)
     _same(resumed.state, full.state)
 
@@ -200,16 +201,16 @@ def test_minibatch_means_are_unbiased_and_trackers_see_all_points():
 
 
 def test_minibatch_int_applies_to_larger_point_sets_and_resumes(tmp_path):
-    def fit(steps, ckpt_path=None):
+    def fit(steps, dirpath, ckpt_path=None):
         from tests.conftest import TinyProblem
         t = TinyProblem()
-        cbs = [ModelCheckpoint(tmp_path, every_n_train_steps=10, save_top_k=-1)]
+        cbs = [ModelCheckpoint(dirpath, every_n_train_steps=10, save_top_k=-1)]
         trainer = Trainer(max_steps=steps, batch_size=40, callbacks=cbs, **QUIET)
         h = trainer.fit(t.core(), ckpt_path=ckpt_path)
         assert trainer.batch_sizes == {"points_0": 40}  # 64 interior points; 32 on the boundary
         return h
-    h_full = fit(20)  # saves at steps 10 and 20
-    h = fit(20, ckpt_path=str(tmp_path / "10"))
+    h_full = fit(20, tmp_path / "first")  # saves at steps 10 and 20
+    h = fit(20, tmp_path / "continued", ckpt_path=str(tmp_path / "first" / "10"))
     np.testing.assert_array_equal(h.total_loss, h_full.total_loss)
 
 

@@ -110,7 +110,7 @@ def test_max_time_errors():
 def test_early_stopping_thresholds_and_warm_up(tiny, kwargs, reason, step):
     es = EarlyStopping(**kwargs)
     h = _trainer(40, chunk_size=10, callbacks=[es]).fit(tiny.core())
-    assert es.stopped_step == step and len(h) == 10
+    assert es.stopped_step == step and len(h) == step + 1   # right after the decision
     assert h.stop_reason.startswith("EarlyStopping: ")
     assert re.search(reason, h.stop_reason), h.stop_reason
 
@@ -204,7 +204,7 @@ def _chunk_jaxpr(trainer, crux, n, phase):
     run, program, _ = next(iter(trainer._cache.values()))
     fn = program()
     return jax.make_jaxpr(fn, static_argnums=(2, 3))(crux.state, crux.registry.batch(), n,
-                                                     phase)
+                                                     phase, np.int32(n))
 
 
 def _primitives(jaxpr):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -39,7 +40,8 @@ def test_early_stopping_on_a_tracker(tiny):
     assert es.stopped_step == 30
     assert "EarlyStopping: `flat` did not improve for 3 checks" in h.stop_reason
     assert "step 30" in h.stop_reason
-    assert crux.global_step == 50  # the chunk holding the decision completes
+    assert crux.global_step == 31  # right after the step of the decision, as in Lightning
+    assert len(h) == 31 and h.trackers["flat"].steps.tolist() == [0, 10, 20, 30]
     assert es.state_dict()["wait"] == 3
 
 
@@ -64,7 +66,7 @@ def test_terminate_on_nan_names_the_constraint_and_step():
     bad = int(np.argmax(~np.isfinite(h.total_loss)))
     assert f"at step {bad}" in h.stop_reason
     assert "['logterm']" in h.stop_reason
-    assert crux.global_step == 10
+    assert crux.global_step == bad + 1 == len(h)
 
 
 def test_early_stopping_errors(tiny):
@@ -76,3 +78,32 @@ def test_early_stopping_errors(tiny):
                                           r"\['loss', 'pde', 'bc'\]"):
         Trainer(max_steps=2, callbacks=[EarlyStopping(monitor="val")],
                 enable_progress_bar=False).fit(tiny.core())
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "no-overlap"])
+def test_early_stopping_ends_at_the_step_it_reports_with_that_steps_state(tiny, tmp_path,
+                                                                           overlap):
+    """The stop comes mid-chunk (chunks of 40); the returned state, the History and the last
+    checkpoint are those of the reported step: bit-identical to a run of exactly that many
+    steps."""
+    from jno_flax.callbacks import ModelCheckpoint
+    from tests.conftest import TinyProblem
+    crux = tiny.core(jnn.tracker(tiny.error, interval=3, name="err"))
+    es = EarlyStopping(monitor="loss", stopping_threshold=30.0)
+    ckpt = ModelCheckpoint(tmp_path / "ck", every_n_train_steps=1000)
+    h = Trainer(max_steps=400, chunk_size=40, callbacks=[es, ckpt], logger=False,
+                overlap_callbacks=overlap, enable_progress_bar=False).fit(crux)
+    step = es.stopped_step
+    assert step is not None and step % 40 not in (0, 39), "the set-up needs a mid-chunk stop"
+    assert f"at step {step}." in h.stop_reason
+    assert crux.global_step == step + 1 == len(h) and h.steps[-1] == step
+    assert h.total_loss[-1] < 30.0 <= h.total_loss[-2]
+    assert h.trackers["err"].steps[-1] <= step
+    assert ckpt.last_model_path.endswith(f"/{step + 1}")
+    t = TinyProblem()
+    exact = t.core(jnn.tracker(t.error, interval=3, name="err"))
+    ref = Trainer(max_steps=step + 1, chunk_size=40, logger=False,
+                  enable_progress_bar=False).fit(exact)
+    np.testing.assert_array_equal(ref.total_loss, h.total_loss)
+    for a, b in zip(jax.tree.leaves(exact.state), jax.tree.leaves(crux.state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -38,16 +38,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from jno_flax.trainers import Trainer
 
 
-def keep_finite(old: TrainState, new: TrainState, loss: jax.Array
+def keep_finite(old: TrainState, new: TrainState, loss: jax.Array, active: jax.Array = True
                 ) -> tuple[TrainState, jax.Array]:
     """``(new, True)`` when the step's loss and updated parameters are finite; otherwise
     ``(old, False)`` (parameters, optimizer and balancer states unchanged) with the step
     counted. Inside the compiled step, so a non-finite step is recorded but never applied.
     All or nothing: one non-finite constraint leaves every trainable as it was, so the
-    trainables never drift apart on a step whose total loss is meaningless."""
-    ok = jnp.isfinite(loss) & all_finite(new.params)
+    trainables never drift apart on a step whose total loss is meaningless.
+
+    A step that is not ``active`` (past the chunk's ``limit``: a replay that stops early)
+    leaves the whole state as it was, step counter included."""
+    ok = jnp.isfinite(loss) & all_finite(new.params) & active
     kept = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new.replace(step=old.step), old)
-    return kept.replace(step=new.step), ok
+    return kept.replace(step=jnp.where(active, new.step, old.step)), ok
 
 
 class Group:
@@ -114,7 +117,10 @@ class ChunkProgram:
         trainer = self.trainer
         levels, conditional = self.levels, self.conditional
 
-        def run(state: TrainState, batch, n_steps: int, phase: int):
+        def run(state: TrainState, batch, n_steps: int, phase: int, limit: jax.Array):
+            """``n_steps`` steps from ``state``; steps at or after ``limit`` (a traced step
+            count) change nothing: a replay of the chunk that stops early runs the same
+            compiled program, so its state is bit-identical to the first pass's."""
             s0 = state.step
             sharding = trainer.sharding
 
@@ -160,7 +166,7 @@ class ChunkProgram:
                     if not g.after:
                         bufs[g.key] = write_rows(g, step, state, points, bufs[g.key])
                 new, out = trainer.training_step(state, trainer.minibatch(state, points))
-                state, applied = keep_finite(state, new, out["loss"])
+                state, applied = keep_finite(state, new, out["loss"], step < limit)
                 out = {**out, "applied": applied}
                 for g in conditional:
                     if g.after:

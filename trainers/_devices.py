@@ -15,9 +15,10 @@ import numbers
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jno_flax.trainers._state import copy_tree
 
 ACCEPTED = '"auto" (every device), a positive int (the first n devices) or a list of jax devices'
 
@@ -107,9 +108,9 @@ class PointSharding:
         """A copy of a replicated ``tree`` on this process's first device: what the modules
         and ``problem.state`` hold, so ``problem.eval`` and plots run on one process alone."""
         if not self.sharded:
-            return jax.tree.map(jnp.copy, tree)
-        return jax.tree.map(lambda x: jnp.copy(x.addressable_data(0))
-                            if isinstance(x, jax.Array) else x, tree)
+            return copy_tree(tree)
+        return copy_tree(jax.tree.map(lambda x: x.addressable_data(0)
+                                      if isinstance(x, jax.Array) else x, tree))
 
     def constrain_points(self, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """Inside ``jit``: each ``(N, C)`` point array sharded along its first axis."""

@@ -15,6 +15,14 @@ def all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
 
 
+@jax.jit
+def copy_tree(tree: Any) -> Any:
+    """A copy of every array leaf of ``tree`` in new buffers, in one dispatch (a copy leaf by
+    leaf costs one dispatch per leaf, and past the in-flight limit a dispatch waits for the
+    running chunk: the host would no longer overlap the device)."""
+    return jax.tree.map(jnp.copy, tree)
+
+
 def current_points(state: "TrainState", batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """``batch`` (the stored points by point-set key) with the points a state holds instead
     (``extras["points_<k>"]``: resampled point sets)."""

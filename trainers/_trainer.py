@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import signal
 import time
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -14,9 +15,10 @@ import optax
 from flax import nnx
 
 from jno_flax._balancer import AdaptiveWeight
-from jno_flax._checks import integer, optax_transform, positive_int
+from jno_flax._checks import optax_transform, positive_int
 from jno_flax._evaluate import Evaluator
 from jno_flax._problem import Problem
+from jno_flax._seed import default_seed
 from jno_flax.callbacks._callback import (Callback, ChunkMetrics, InGraph, StateUpdate,
                                           StepMetrics)
 from jno_flax.callbacks._logger import Logger
@@ -28,14 +30,30 @@ from jno_flax.trainers._batches import check_batch_size, draw_minibatch, resolve
 from jno_flax.trainers._chunk import ChunkProgram
 from jno_flax.trainers._devices import PointSharding, resolve_devices
 from jno_flax.trainers._history import History
+from jno_flax.trainers._lightning import LightningAttributes, unsupported
 from jno_flax.trainers._processes import (Processes, digest_arrays, digest_json,
                                           probe_transform)
 from jno_flax.trainers._signals import SIGNALS, DeferredSignals
-from jno_flax.trainers._state import TrainState
+from jno_flax.trainers._state import TrainState, copy_tree
 from jno_flax.callbacks._timer import Timer, parse_max_time
 
 DEFAULT_CHUNK = 1000
 DEFAULT_LEARNING_RATE = 1e-3
+
+
+class _Launch(NamedTuple):
+    """A chunk dispatched to the device: steps ``s0 .. end - 1``, its (future) state and
+    records, and for an early stop a copy of its first state (``start``) and ``replay(first,
+    limit)``, the same compiled chunk run from ``first`` with the steps from ``limit`` on
+    changing nothing (so the state after step ``limit - 1`` is bit-identical)."""
+
+    s0: int
+    end: int
+    program: ChunkProgram
+    state: TrainState
+    records: Any
+    start: TrainState | None
+    replay: Callable[[TrainState, int], TrainState]
 
 
 def _deleted(state: TrainState) -> bool:
@@ -43,7 +61,7 @@ def _deleted(state: TrainState) -> bool:
     return any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(state))
 
 
-class Trainer:
+class Trainer(LightningAttributes):
     """Trains a :class:`~jno_flax.Problem` in compiled chunks of fused steps.
 
     Steps run inside one ``jax.jit`` per chunk (``lax.scan``, state buffers donated); the
@@ -58,7 +76,10 @@ class Trainer:
         logger: ``True`` (a :class:`~jno_flax.callbacks.TensorBoardLogger` writing to
             ``<default_root_dir>/default/version_<n>``), ``False``/``None``, a
             :class:`~jno_flax.callbacks.Logger` or a list of them (``trainer.loggers``).
-        seed: seed of the state's PRNG key.
+        seed: seed of the state's PRNG key, which draws mini-batches, resampled points and
+            stochastic balancers; a full-batch run without those does not depend on it (the
+            initial weights come from the networks' ``nnx.Rngs``, the points from the
+            domains' ``seed``). Default: the seed of ``jno_flax.seed_everything`` (0).
         default_root_dir: where loggers, checkpoints and figures go by default; ``"runs"``.
         max_time: stop once this much training time has passed (a ``timedelta``, seconds,
             ``"DD:HH:MM:SS"`` or a dict of ``timedelta`` arguments), at a chunk boundary,
@@ -82,6 +103,10 @@ class Trainer:
             inside the step from the state's PRNG key (without replacement). An int applies
             to every point set with more points; ``{variable: size}`` to the point set of each
             variable (``{x: 1024}``). Trackers, diagnostics and ``crux.eval`` use all points.
+        enable_checkpointing: as in Lightning, add a ``ModelCheckpoint()`` when the callbacks
+            hold none: the last checkpoint of every fit in the run's version folder
+            (``runs/default/version_<n>/checkpoints``), which ``fit(..., ckpt_path="last")``
+            resumes from (also from a new Trainer: it finds the newest version).
         devices: ``"auto"`` (every device of ``jax.devices()``: of every process after
             ``jax.distributed.initialize()``), a number of devices or a list of jax devices.
             With several, the points are sharded along a ``"points"`` mesh axis and the state
@@ -102,13 +127,17 @@ class Trainer:
     SIGTERM_EXIT_CODE = 0
 
     def __init__(self, max_steps: int, callbacks: Sequence[Callback] = (),
-                 logger: bool | Logger | Sequence[Logger] | None = True, seed: int = 0,
+                 logger: bool | Logger | Sequence[Logger] | None = True,
+                 seed: int | None = None,
                  default_root_dir: str | None = None, max_time: Any = None,
                  chunk_size: int | None = None, log_every_n_steps: int = 100,
                  enable_progress_bar: bool = True, enable_model_summary: bool = True,
                  max_record_bytes: int = 256 * 2**20, handle_signals: bool = True,
                  overlap_callbacks: bool = True, batch_size: Any = None,
-                 devices: Any = "auto"):
+                 devices: Any = "auto", enable_checkpointing: bool = True, **unknown: Any):
+        if unknown:
+            raise unsupported(unknown, sorted(set(inspect.signature(Trainer.__init__).parameters)
+                                              - {"self", "unknown"}))
         self.max_steps = positive_int("max_steps", max_steps)
         if not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"`callbacks` must be a list of Callback instances, got "
@@ -120,7 +149,8 @@ class Trainer:
             if isinstance(cb, Logger):
                 raise TypeError(f"`callbacks[{i}]` is a logger ({type(cb).__name__}); pass "
                                 "loggers with `Trainer(logger=...)`, as in Lightning.")
-        self.seed = integer("seed", seed)
+        self.seed = default_seed(seed)
+        self.enable_checkpointing = bool(enable_checkpointing)
         self.default_root_dir = default_root_dir or "runs"
         self.loggers: list[Logger] = self._loggers(logger)
         #: the time limit of ``max_time`` (counted across fits of this trainer and resumes)
@@ -145,6 +175,7 @@ class Trainer:
         self.received_signal: signal.Signals | None = None
         #: the checkpoint this fit resumed from (``None`` when it did not), as in Lightning
         self.ckpt_path: str | None = None
+        self._callback_metrics: dict[str, float] = {}
         self.user_callbacks = list(callbacks)
         self.callbacks: list[Callback] = []
         self.should_stop = False
@@ -161,6 +192,7 @@ class Trainer:
         self.nested_intervals = jax.default_backend() != "cpu"
         self._step = 0
         self._skipped_at_start = 0
+        self._default_checkpoint = None
         self._cache: dict[Any, tuple[Any, Any, int]] = {}
         self._default_tx = optax.adam(DEFAULT_LEARNING_RATE)
 
@@ -375,6 +407,9 @@ class Trainer:
         by the others, so that none waits in a collective for a process that is gone."""
         failure = None
         try:
+            if not self.is_global_zero:   # a logger's setup only chooses its version, which
+                for lg in self.loggers:   # a default checkpoint directory derives from
+                    lg.setup(self, problem, stage)
             self._call("setup", stage)
             self._base_txs = {n: optax_transform(f"configure_optimizers()[{n!r}]", tx)
                               for n, tx in self.configure_optimizers(problem).items()}
@@ -480,8 +515,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ internals
     def _assemble_callbacks(self, problem: Problem) -> list[Callback]:
-        from jno_flax.callbacks import (AdaptiveWeightsCallback, ModelSummary, ProgressBar,
-                                        TrackerCallback)
+        from jno_flax.callbacks import (AdaptiveWeightsCallback, ModelCheckpoint, ModelSummary,
+                                        ProgressBar, TrackerCallback)
         cbs: list[Callback] = []
         if problem.trackers:
             cbs.append(TrackerCallback(list(problem.trackers.items())))
@@ -494,6 +529,10 @@ class Trainer:
         if self.timer is not None:
             cbs.append(self.timer)
         cbs += self.user_callbacks
+        if self.enable_checkpointing and not any(isinstance(c, ModelCheckpoint) for c in cbs):
+            if self._default_checkpoint is None:   # kept: a continued run keeps its folder
+                self._default_checkpoint = ModelCheckpoint()
+            cbs.append(self._default_checkpoint)
         if self.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in cbs):
             cbs.append(ProgressBar())
         keys = [c.state_key for c in cbs]
@@ -697,15 +736,21 @@ class Trainer:
         chunk_hooks = [cb for cb in self._active()
                        if type(cb).on_train_chunk_end is not Callback.on_train_chunk_end]
 
-        def launch(state: TrainState, s0: int) -> tuple[int, int, ChunkProgram, TrainState, Any]:
+        stoppers = [cb for cb in self.callbacks
+                    if type(cb).stopping_step is not Callback.stopping_step]
+
+        def launch(state: TrainState, s0: int) -> _Launch:
             state = self._switch_transforms(state, s0)
             for cb in self._growing:
                 state = cb.grow(state, batch, s0)
             run_chunk, program, capacity = self._compiled(problem, batch, state)
             end = min([s0 + capacity, self.max_steps] + [p.next_boundary(s0) for p in sync]
                       + [s for s in switch_steps if s > s0])
-            new_state, records = run_chunk(state, batch, end - s0, s0 % program.period)
-            return s0, end, program, new_state, records
+            args = (batch, end - s0, s0 % program.period)
+            start = copy_tree(state) if stoppers else None  # for an early stop's replay
+            new_state, records = run_chunk(state, *args, np.int32(end))
+            return _Launch(s0, end, program, new_state, records, start,
+                           lambda first, limit: run_chunk(first, *args, np.int32(limit))[0])
 
         self._call("on_train_start")
         pending = None
@@ -714,15 +759,23 @@ class Trainer:
                 if self.global_step >= self.max_steps:
                     break
                 pending = launch(self.state, self.global_step)
-            s0, end, program, new_state, records = pending
-            pending = None
+            current, pending = pending, None
+            end = current.end
             if self.overlap_callbacks and end < self.max_steps:
-                seen = jax.tree.map(jnp.copy, new_state)  # enqueued before the donation
-                pending = launch(new_state, end)
+                seen = copy_tree(current.state)  # enqueued before the donation
+                pending = launch(current.state, end)
             else:
-                seen = new_state
+                seen = current.state
+            chunk = self._metrics(current, jax.device_get(current.records))
+            last = min((s for cb in stoppers
+                        if (s := cb.stopping_step(self, chunk)) is not None), default=None)
+            if last is not None and last + 1 < end:  # stop right after that step
+                end, chunk = last + 1, chunk.until(last + 1)
+                seen = current.replay(current.start, end)
+                pending = self._drop(pending, end)
             self.state, self._step = seen, end
-            chunk = self._record(s0, end, program, jax.device_get(records))
+            self._append(chunk)
+            self._update_metrics(chunk)
             self.publish_weights(problem)
             self._dispatch(chunk, per_step_hooks, chunk_hooks)
             replaced = self.state is not seen  # a callback replaced the state: go on from it
@@ -730,20 +783,23 @@ class Trainer:
                 self._step = int(self.state.step)
             if self.processes.several:
                 self.processes.stop_together(self, preemption=self.handle_signals)
-            if pending is not None and (replaced or self.should_stop):
-                pending = None  # the chunk in flight is dropped, and with it any switch of
-                # transforms its launch made: back to those of the state's last step
-                self.txs = self.transforms_at(max(self._step - 1, 0))
+            if replaced or self.should_stop:
+                pending = self._drop(pending, self._step)
 
-    def _record(self, s0: int, end: int, program: ChunkProgram, records: dict
-                ) -> ChunkMetrics:
-        """Append a chunk's records to the history; return them as arrays."""
+    def _drop(self, pending: "_Launch | None", step: int) -> None:
+        """Discard the chunk in flight, and with it any switch of transforms its launch made:
+        back to those of the last step before ``step``."""
+        if pending is not None:
+            self.txs = self.transforms_at(max(step - 1, 0))
+        return None
+
+    def _metrics(self, launch: "_Launch", records: dict) -> ChunkMetrics:
+        """A chunk's records (on the host) as arrays with their step indices."""
+        s0, end, program = launch.s0, launch.end, launch.program
         steps = np.arange(s0, end)
         dense = records["dense"]
         losses = {k: np.asarray(v) for k, v in dense["losses"].items()}
         total = np.asarray(dense["loss"])
-        self.history.record_steps(steps, total, losses)
-        self.history.record_skipped(steps[~np.asarray(dense["applied"], bool)])
         recorded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         intervals = {q.name: q.interval for q in self.quantities}
         for name, v in dense["values"].items():
@@ -758,9 +814,15 @@ class Trainer:
                 else:
                     st = self._struct_of(q)
                     recorded[q.name] = (at, np.zeros((0,) + st.shape, st.dtype))
-        for name, (at, v) in recorded.items():
+        return ChunkMetrics(steps, total, losses, recorded,
+                            steps[~np.asarray(dense["applied"], bool)])
+
+    def _append(self, chunk: ChunkMetrics) -> None:
+        """Append a chunk's records to the History."""
+        self.history.record_steps(chunk.steps, chunk.loss, chunk.losses)
+        self.history.record_skipped(chunk.skipped)
+        for name, (at, v) in chunk.values.items():
             self.history.record_values(name, at, v)
-        return ChunkMetrics(steps, total, losses, recorded)
 
     def _dispatch(self, chunk: ChunkMetrics, per_step_hooks: list[Callback],
                   chunk_hooks: list[Callback]) -> None:

@@ -1,0 +1,34 @@
+"""One seed for a whole script, as Lightning's ``seed_everything``."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from jno_flax._checks import integer
+
+_SEED = 0
+
+
+def seed_everything(seed: int) -> int:
+    """Seed everything a run draws from: Python's ``random``, NumPy's global generator, and
+    the defaults of this library — the points of every domain built without ``seed=``, the
+    initial weights of ``jno.nn.MLP`` built without ``rngs=``, and the PRNG key of every
+    ``Trainer`` built without ``seed=`` (mini-batches, resampling, stochastic balancers).
+
+    Returns ``seed``. Call it first, before building domains, networks and trainers.
+
+    >>> seed_everything(1)
+    1
+    """
+    global _SEED
+    _SEED = integer("seed", seed)
+    random.seed(_SEED)
+    np.random.seed(_SEED % 2**32)
+    return _SEED
+
+
+def default_seed(seed: int | None, arg: str = "seed") -> int:
+    """``seed``, or the seed of :func:`seed_everything` (0 until it is called) for ``None``."""
+    return _SEED if seed is None else integer(arg, seed)
