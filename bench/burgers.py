@@ -89,6 +89,7 @@ class JnoRunner:
         self.chunk = chunk
         self.trainer = Trainer(max_steps=chunk, chunk_size=chunk, enable_progress_bar=False,
                                logger=False, enable_model_summary=False,
+                               enable_checkpointing=False,
                                callbacks=[SwitchOptimizer(adam_steps, optax.lbfgs())])
 
     def phase(self, tx) -> None:  # the SwitchOptimizer changes the transform in the run

@@ -43,7 +43,8 @@ def main() -> None:
     args = ap.parse_args()
     crux = build()
     trainer = Trainer(max_steps=1000, enable_progress_bar=False, logger=False,
-                      enable_model_summary=False)
+                      enable_model_summary=False,
+                      enable_checkpointing=False)
     trainer.fit(crux)                                    # compile
     trainer.max_steps = 2000
     t0 = time.perf_counter()

@@ -62,7 +62,8 @@ def tracker_overhead(rounds: int = 4, chunk: int = 1000) -> dict:
             items.append(jnn.tracker(jnn.mean(J_out**2), interval=50, name="J_out"))
         crux = jno.core(items)
         trainer = Trainer(max_steps=chunk, chunk_size=chunk, enable_progress_bar=False,
-                      logger=False, enable_model_summary=False)
+                      logger=False, enable_model_summary=False,
+                      enable_checkpointing=False)
         runners[name] = (crux, trainer)
     times = {n: [] for n in runners}
     for _ in range(rounds + 1):

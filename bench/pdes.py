@@ -278,7 +278,8 @@ def jno_runner(problem: Problem, chunk: int) -> Callable[[], float]:
     net = jno.nn.wrap(problem.net(), name="u").optimizer(optax.adam(1e-3))
     crux = jno.core(problem.jno_constraints(net))
     trainer = Trainer(max_steps=chunk, chunk_size=chunk, enable_progress_bar=False,
-                      logger=False, enable_model_summary=False)
+                      logger=False, enable_model_summary=False,
+                      enable_checkpointing=False)
 
     def step() -> float:
         trainer.max_steps = crux.global_step + chunk

@@ -31,6 +31,7 @@ times taken by a callback, variants repeated in ABAB order; ratios are against `
     python bench/poisson.py --rounds 5 --runners hand,jno
     python bench/poisson.py --in-fit jno+tensorboard,jno+checkpoint
     python bench/poisson.py --in-fit jno+sleep,jno+sleep_sync --chunk 200
+    python bench/poisson.py --in-fit jno+sleep,jno+sleep_sync --chunk 200 --depth 12  # 60+ leaves
 """
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ def make_domain():
     return jno.domain.rect((0, 1), (0, 1), n_interior=1000, n_boundary=200, seed=0)
 
 
+#: hidden layers of the network (``--depth``; 28 gives a state of over 60 leaves)
+DEPTH = 3
+
+
 def make_net():
-    return jno.nn.MLP(2, 1, hidden=64, depth=3, rngs=nnx.Rngs(0))
+    return jno.nn.MLP(2, 1, hidden=64, depth=DEPTH, rngs=nnx.Rngs(0))
 
 
 def hand_runner(chunk: int):
@@ -121,6 +126,7 @@ def jno_runner(chunk: int, variant: str, clock=None, steps: int | None = None):
         callbacks.append(clock)
     trainer = Trainer(max_steps=chunk, chunk_size=chunk, callbacks=callbacks, logger=logger,
                       enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False,
                       log_every_n_steps=100, overlap_callbacks=variant != "sleep_sync")
     if steps is not None:
         def run_all():
@@ -177,7 +183,10 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=1000)
     ap.add_argument("--runners", default="hand,jno,jno+tracker100,jno+tracker1,jno+tensorboard")
     ap.add_argument("--in-fit", default="", help="variants to time inside one long fit")
+    ap.add_argument("--depth", type=int, default=3, help="hidden layers of the MLP")
     args = ap.parse_args()
+    global DEPTH
+    DEPTH = args.depth
     if args.in_fit:
         in_fit(args.in_fit.split(","), args.chunk, args.rounds)
         return

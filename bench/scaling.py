@@ -31,7 +31,8 @@ def measure(sizes: list[int], steps: int, devices: int) -> list[dict]:
         ref = reference_poisson(n_interior=n, n_boundary=n_boundary)
         crux = jno.core([ref.pde.mse, ref.bc.mse])
         trainer = Trainer(max_steps=steps, chunk_size=steps, devices=devices, logger=False,
-                          enable_progress_bar=False, enable_model_summary=False)
+                          enable_progress_bar=False, enable_model_summary=False,
+                          enable_checkpointing=False)
         trainer.fit(crux)  # compiles, runs one chunk
         t0 = time.perf_counter()
         trainer.max_steps += steps

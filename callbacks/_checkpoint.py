@@ -29,13 +29,13 @@ import math
 import os
 import sys
 import time
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jno_flax._warnings import warn
 from jno_flax._checks import integer
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
 from jno_flax.callbacks._checkpoint_dir import DirectoryLock, Entry, foreign, list_entries
@@ -401,7 +401,7 @@ class ModelCheckpoint(Callback):
         try:
             self.wait()
         except OSError as err:  # the exception in flight is the one to report
-            warnings.warn(str(err), RuntimeWarning, stacklevel=2)
+            warn(str(err), RuntimeWarning)
 
     def teardown(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
         self.close()
@@ -431,8 +431,8 @@ class ModelCheckpoint(Callback):
         from jno_flax.trainers._state import all_finite
         step = trainer.global_step
         if not bool(all_finite((trainer.state.params, trainer.state.opt_state))):
-            warnings.warn(f"ModelCheckpoint: the state at step {step} is not finite; no "
-                          "checkpoint written.", RuntimeWarning, stacklevel=2)
+            warn(f"ModelCheckpoint: the state at step {step} is not finite; no "
+                          "checkpoint written.", RuntimeWarning)
             return None
         score = self._score(step)
         self.wait()   # the previous save is complete: older ones may go now

@@ -209,6 +209,8 @@ class Logger(Callback):
         self.open(trainer, start)
         if start == 0:
             self.log_hyperparams({**run_hparams(trainer, problem), **self.hparams})
+        else:   # a continued run (``solve`` again, a resume): the yaml tells its new target
+            Logger.log_hyperparams(self, {**run_hparams(trainer, problem), **self.hparams})
 
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Sequence
 
@@ -18,10 +19,13 @@ BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
 
 class ProgressBar(Callback):
-    """tqdm bar over the steps of ``fit``; refreshed once per fused chunk.
+    """tqdm bar over the steps of ``fit``.
 
     Shows ``steps/s`` averaged from the end of the first chunk on (so compilation does not
-    count) and the latest value of each of ``metrics``.
+    count) and the latest value of each of ``metrics``. Steps advance once per fused chunk;
+    in between, a background thread redraws the bar every ``refresh_seconds`` so the elapsed
+    time keeps running, and until the first chunk is back it says ``compiling``: a long
+    compilation or a slow chunk (an L-BFGS phase) never looks hung.
 
     Args:
         metrics: names to show: ``"loss"``, constraint names, tracker and in-graph quantity
@@ -33,11 +37,19 @@ class ProgressBar(Callback):
 
     global_zero_only = True
 
-    def __init__(self, metrics: Sequence[str] = ("loss",), leave: bool = True):
+    def __init__(self, metrics: Sequence[str] = ("loss",), leave: bool = True,
+                 refresh_seconds: float = 1.0):
         if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
             raise TypeError(f"`metrics` must be a list of names, got {metrics!r}.")
+        if (isinstance(refresh_seconds, bool) or not isinstance(refresh_seconds, (int, float))
+                or not 0 < refresh_seconds < float("inf")):
+            raise ValueError(f"`refresh_seconds` must be a positive number, got "
+                             f"{refresh_seconds!r}.")
         self.metrics = list(metrics)
         self.leave = leave
+        self.refresh_seconds = float(refresh_seconds)
+        self._ticker: threading.Thread | None = None
+        self._stop_ticking = threading.Event()
         self.steps_per_second: float | None = None
         self._bar: tqdm | None = None
         self._since: tuple[float, int] | None = None
@@ -58,7 +70,19 @@ class ProgressBar(Callback):
     def on_train_start(self, trainer: "Trainer", problem: "Problem") -> None:
         self._bar = tqdm(total=trainer.max_steps, initial=trainer.global_step, unit="step",
                          leave=self.leave, dynamic_ncols=True, bar_format=BAR_FORMAT)
+        self._bar.set_postfix_str("compiling", refresh=True)
         self._since, self._latest = None, {}
+        self._stop_ticking.clear()
+        self._ticker = threading.Thread(target=self._tick, name="jno_flax-progress",
+                                        daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        """Redraw the bar (its elapsed time) until training ends."""
+        while not self._stop_ticking.wait(self.refresh_seconds):
+            bar = self._bar
+            if bar is not None:
+                bar.refresh()
 
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:
@@ -80,6 +104,10 @@ class ProgressBar(Callback):
             self._bar.update(done - self._bar.n)
 
     def teardown(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
+        self._stop_ticking.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
         if self._bar is not None:
             self._bar.close()
             self._bar = None

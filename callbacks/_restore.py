@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -13,6 +12,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jno_flax._warnings import warn
 from jno_flax.callbacks._callback import Callback
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -184,8 +184,8 @@ def resolve(ckpt_path: str, callbacks: list[Callback]) -> list[str]:
                 break
         if not paths:
             where = " or ".join(repr(d) for d in cb.search_dirs())
-            warnings.warn(f"`ckpt_path={ckpt_path!r}`: no checkpoint in {where} yet; "
-                          "training starts from step 0.", UserWarning, stacklevel=5)
+            warn(f"`ckpt_path={ckpt_path!r}`: no checkpoint in {where} yet; "
+                          "training starts from step 0.", UserWarning)
             return []
         if ckpt_path == "best":
             return [cb.best_path(paths)]
@@ -251,9 +251,8 @@ def restore(ckpt_path: str, callbacks: list[Callback], problem: "Problem",
             if i + 1 == len(candidates):
                 raise ValueError(f"checkpoint {path!r} cannot be read ({type(err).__name__}: "
                                  f"{err}) and no older valid checkpoint exists.") from err
-            warnings.warn(f"checkpoint {path!r} is damaged or incomplete ({type(err).__name__}:"
-                          f" {err}); falling back to {candidates[i + 1]!r}.", RuntimeWarning,
-                          stacklevel=3)
+            warn(f"checkpoint {path!r} is damaged or incomplete ({type(err).__name__}: "
+                 f"{err}); falling back to {candidates[i + 1]!r}.", RuntimeWarning)
             skipped.append(path)
             continue
         if mismatch:

@@ -43,6 +43,8 @@ class ModelSummary(Callback):
         self.text = ""
 
     def on_fit_start(self, trainer: "Trainer", problem: "Problem") -> None:
+        if trainer.global_step > 0:   # a continued run (``solve`` again): shown already
+            return
         lines = []
         total = trainable = 0
         for name, (table, count, frozen) in summary_tables(problem).items():

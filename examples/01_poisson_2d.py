@@ -65,12 +65,15 @@ for ax, data, title in zip(axes[:3], [pred, exact, np.abs(pred - exact)],
                            ["prediction", "exact", "|error|"]):
     im = ax.pcolormesh(X, Y, data.reshape(X.shape), shading="auto")
     ax.set_title(title)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
     ax.set_aspect("equal")
     fig.colorbar(im, ax=ax)
 axes[3].semilogy(history.steps, history.total_loss, label="total loss")
 s = history.trackers["val_error"]
 axes[3].semilogy(s.steps, s.values, label="val_error (mean |u - u_exact|)")
 axes[3].set_xlabel("step")
+axes[3].set_ylabel("loss / error")
 axes[3].legend()
 fig.suptitle(f"2-D Poisson, relative L2 error {rel_l2:.2e}")
 fig.tight_layout()

@@ -63,4 +63,26 @@ pred = np.asarray(crux.eval(u, inputs={x: X.reshape(-1, 1), y: Y.reshape(-1, 1)}
 exact = (np.sin(np.pi * X) * np.sin(np.pi * Y)).ravel()
 print(f"weighted total loss {history.total_loss[-1]:.3e}  (pde {history.losses['pde'][-1]:.3e},"
       f" bc {history.losses['bc'][-1]:.3e})")
-print(f"relative L2 error: {np.linalg.norm(pred - exact) / np.linalg.norm(exact):.3e}")
+rel_l2 = np.linalg.norm(pred - exact) / np.linalg.norm(exact)
+print(f"relative L2 error: {rel_l2:.3e}")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+im = axes[0].pcolormesh(X, Y, np.abs(pred - exact).reshape(X.shape), shading="auto")
+axes[0].set(title="|u - u_exact|", xlabel="x", ylabel="y", aspect="equal")
+fig.colorbar(im, ax=axes[0])
+for name, values in history.losses.items():
+    axes[1].semilogy(history.steps, values, label=f"{name} (weight "
+                     f"{trainer.weights.get(name, 1.0):g})")
+axes[1].set(xlabel="step", ylabel="loss")
+axes[1].legend()
+fig.suptitle(f"Subclassed Trainer (weighted, clipped): relative L2 error {rel_l2:.2e}")
+fig.tight_layout()
+out = os.path.join("runs", "03_custom_trainer")
+os.makedirs(out, exist_ok=True)
+fig.savefig(os.path.join(out, "custom_trainer.png"), dpi=110)
+print(f"wrote {os.path.join(out, 'custom_trainer.png')}")

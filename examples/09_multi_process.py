@@ -19,6 +19,7 @@ Started without a cluster, the script launches two local processes with two CPU 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,18 +31,40 @@ OUT = os.path.join("runs", "09_multi_process")
 
 
 def launch_locally() -> int:
-    """Start ``LOCAL_PROCESSES`` copies of this script as one cluster on this machine."""
+    """Start ``LOCAL_PROCESSES`` copies of this script as one cluster on this machine.
+
+    The children run in their own session, so Ctrl-C in the terminal reaches this launcher
+    only, which forwards it (and SIGTERM) once to every child: each saves and stops at the
+    same step, as on a cluster. Process 0 prints; the others' output goes to
+    ``runs/09_multi_process/process_<i>.log`` (shown if a process fails)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    children = []
+    os.makedirs(OUT, exist_ok=True)
+    children, logs = [], []
     for i in range(LOCAL_PROCESSES):
         env = {**os.environ, "JNO_COORDINATOR": f"127.0.0.1:{port}", "JNO_PROCESS_ID": str(i),
                "JNO_NUM_PROCESSES": str(LOCAL_PROCESSES), "JAX_PLATFORMS": "cpu",
                "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-        quiet = None if i == 0 else subprocess.DEVNULL  # the others print the same, or nothing
-        children.append(subprocess.Popen([sys.executable, __file__], env=env, stdout=quiet))
-    return max(child.wait() for child in children)
+        log = None if i == 0 else open(os.path.join(OUT, f"process_{i}.log"), "w")
+        logs.append(log)
+        children.append(subprocess.Popen([sys.executable, __file__], env=env, stdout=log,
+                                         stderr=log, start_new_session=True))
+
+    def forward(signum, frame):
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    codes = [child.wait() for child in children]
+    for i, (code, log) in enumerate(zip(codes, logs)):
+        if log is not None:
+            log.close()
+            if code not in (0, PREEMPTED):
+                print(f"process {i} failed (exit status {code}); its output:\n"
+                      + open(log.name).read()[-4000:], file=sys.stderr)
+    return max(codes)
 
 
 def train() -> None:
@@ -86,7 +109,7 @@ def train() -> None:
     if trainer.is_global_zero:
         print(f"{trainer.world_size} processes, {len(jax.devices())} devices: "
               f"{jax.devices()}", flush=True)
-    history = trainer.fit(crux, ckpt_path="last")   # SIGTERM: saved, exit status 0
+    history = trainer.fit(crux, ckpt_path="last")   # SIGTERM: saved, exit status PREEMPTED
 
     if trainer.is_global_zero:   # every process holds the same weights and History
         import matplotlib
@@ -101,13 +124,18 @@ def train() -> None:
         exact = (np.sin(np.pi * X) * np.sin(np.pi * Y)).ravel()
         rel_l2 = np.linalg.norm(pred - exact) / np.linalg.norm(exact)
         print(f"steps: {trainer.global_step}, final loss: {history.total_loss[-1]:.3e}, "
-              f"relative L2 error: {rel_l2:.3e}")
+              f"relative L2 error: {rel_l2:.3e} (expected about 8e-2 after 3000 steps: this "
+              "example shows the machinery with a short run; 01_poisson_2d trains 5000 steps "
+              "to about 8e-3)")
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         im = axes[0].pcolormesh(X, Y, np.abs(pred - exact).reshape(X.shape), shading="auto")
         axes[0].set_title("|error|")
+        axes[0].set_xlabel("x")
+        axes[0].set_ylabel("y")
         fig.colorbar(im, ax=axes[0])
         axes[1].semilogy(history.steps, history.total_loss, label="total loss")
         axes[1].set_xlabel("step")
+        axes[1].set_ylabel("loss")
         axes[1].legend()
         fig.suptitle(f"Poisson on {len(jax.devices())} devices of {trainer.world_size} "
                      f"processes: relative L2 error {rel_l2:.2e}")

@@ -74,8 +74,8 @@ class Domain:
     """
 
     def __init__(self, geometry: Geometry, *, n_interior: int, n_boundary: int,
-                 sampler: str = "random", seed: int | None = None, time=None, n_initial: int | None = None,
-                 coord_names: tuple[str, ...]):
+                 sampler: str = "random", seed: int | None = None, time=None,
+                 n_initial: int | None = None, coord_names: tuple[str, ...]):
         self.geometry = geometry
         self.n_interior = positive_int("n_interior", n_interior)
         self.n_boundary = positive_int("n_boundary", n_boundary)
@@ -258,8 +258,8 @@ def disk(center=(0.0, 0.0), radius: float = 1.0, *, n_interior: int = 1000,
 
 
 def polygon(vertices, *, n_interior: int = 1000, n_boundary: int = 200,
-            sampler: str = "random", seed: int | None = None, time=None, n_initial: int | None = None,
-            side_names: tuple[str, ...] | None = None) -> Domain:
+            sampler: str = "random", seed: int | None = None, time=None,
+            n_initial: int | None = None, side_names: tuple[str, ...] | None = None) -> Domain:
     """A simple polygon (convex or not) given by its vertices in order.
 
     Sides are named ``"side_0"``, ... (edge ``k`` joins vertex ``k`` to ``k + 1``) unless

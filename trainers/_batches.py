@@ -68,8 +68,8 @@ def resolve_batch_sizes(batch_size: int | dict | None, problem: "Problem") -> di
                 raise ValueError(f"`batch_size` names {_label(var)} on {ps.describe()}, which this "
                                  "problem does not use.")
             if size > ps.n:
-                raise ValueError(f"`batch_size[{_label(var)}]` is {size}, more than the {ps.n} points "
-                                 f"of {ps.describe()}; a mini-batch is a subset.")
+                raise ValueError(f"`batch_size[{_label(var)}]` is {size}, more than the {ps.n} "
+                                 f"points of {ps.describe()}; a mini-batch is a subset.")
             if registry.key(ps) in sizes and sizes[registry.key(ps)] != size:
                 raise ValueError(f"`batch_size` gives {ps.describe()} two sizes "
                                  f"({sizes[registry.key(ps)]} and {size}); give one.")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import signal
 import time
-import warnings
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -14,6 +13,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jno_flax._warnings import warn
 from jno_flax._balancer import AdaptiveWeight
 from jno_flax._checks import optax_transform, positive_int
 from jno_flax._evaluate import Evaluator
@@ -394,11 +394,10 @@ class Trainer(LightningAttributes):
         """Warn about steps of this fit that were not applied (non-finite loss or update)."""
         skipped = self.history.skipped_steps[self._skipped_at_start:]
         if len(skipped):
-            warnings.warn(f"{len(skipped)} step(s) of this fit had a non-finite loss or update "
-                          f"and were not applied (first: step {int(skipped[0])}); every "
-                          "trainable kept its values on those steps. See "
-                          "`history.skipped_steps`, and `TerminateOnNaN` to stop at the "
-                          "first.", RuntimeWarning, stacklevel=3)
+            warn(f"{len(skipped)} step(s) of this fit had a non-finite loss or update and were "
+                 f"not applied (first: step {int(skipped[0])}); every trainable kept its "
+                 "values on those steps. See `history.skipped_steps`, and `TerminateOnNaN` "
+                 "to stop at the first.", RuntimeWarning)
 
     def _start(self, problem: Problem, continue_run: bool, stage: str) -> None:
         """Everything ``fit`` does before training: ``setup``, optimizers, the initial state,
@@ -503,10 +502,10 @@ class Trainer(LightningAttributes):
         self._step = int(self.state.step)
         self.ckpt_path = restored.path
         if self._step > self.max_steps:
-            warnings.warn(f"`max_steps` is {self.max_steps}, below the step {self._step} of "
+            warn(f"`max_steps` is {self.max_steps}, below the step {self._step} of "
                           f"the checkpoint {restored.path!r}: nothing is trained, and `fit` "
                           f"returns the checkpoint's state at step {self._step}. Raise "
-                          "`max_steps` to train on.", UserWarning, stacklevel=4)
+                          "`max_steps` to train on.", UserWarning)
         for cb in self.callbacks:
             if cb.state_key in restored.callbacks:
                 cb.load_state_dict(restored.callbacks[cb.state_key])
@@ -814,6 +813,8 @@ class Trainer(LightningAttributes):
                 else:
                     st = self._struct_of(q)
                     recorded[q.name] = (at, np.zeros((0,) + st.shape, st.dtype))
+        recorded = {q.name: recorded[q.name] for q in self.quantities if q.name in recorded}
+        losses = {name: losses[name] for name in self.problem.constraints}  # declared order
         return ChunkMetrics(steps, total, losses, recorded,
                             steps[~np.asarray(dense["applied"], bool)])
 
