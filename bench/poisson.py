@@ -16,6 +16,8 @@ round; rounds alternate the runners so that machine noise hits all of them alike
   ``CSVLogger``; ``jno+sleep``: a callback spending 0.2 s of host time (``time.sleep``) per
   chunk, overlapped with the next chunk; ``jno+sleep_sync``: the same with
   ``overlap_callbacks=False`` (host work on the critical path);
+* ``jno+earlystop``: an ``EarlyStopping`` that never fires (the copy of each chunk's first
+  state an exact stop needs);
 * ``jno+relobralo``: ReLoBRaLo weights; ``jno+lr_annealing``, ``jno+ntk``: gradient-norm and
   NTK weights refreshed every 100 steps; ``jno+checkpoint``: an orbax checkpoint every 1000
   steps.
@@ -121,6 +123,9 @@ def jno_runner(chunk: int, variant: str, clock=None, steps: int | None = None):
         logger = CSVLogger(tempfile.mkdtemp(prefix="jno_bench_csv_"))
     elif variant in ("sleep", "sleep_sync"):
         callbacks.append(HostWork(0.2))
+    elif variant == "earlystop":  # never stops: what being ready for an exact stop costs
+        from jno_flax.callbacks import EarlyStopping
+        callbacks.append(EarlyStopping(patience=10**9))
     crux = jno.core(items)
     if clock is not None:
         callbacks.append(clock)

@@ -160,8 +160,10 @@ def test_used_weights_equal_tracked_weights_and_state_is_in_the_train_state(two_
     h = Trainer(max_steps=12, chunk_size=5, enable_progress_bar=False).fit(crux)
     wp = h.trackers["tracker_0"].values
     wb = h.trackers["weights/relobralo0/bc"].values
-    np.testing.assert_allclose(h.losses["loss_0"], wp * h.trackers["raw_pde"].values, rtol=1e-6)
-    np.testing.assert_allclose(h.losses["loss_1"], wb * h.trackers["raw_bc"].values, rtol=1e-6)
+    # an unnamed weighted term is named after the loss its weight balances
+    assert list(h.losses) == ["pde", "bc"]
+    np.testing.assert_allclose(h.losses["pde"], wp * h.trackers["raw_pde"].values, rtol=1e-6)
+    np.testing.assert_allclose(h.losses["bc"], wb * h.trackers["raw_bc"].values, rtol=1e-6)
     np.testing.assert_array_equal(h.trackers["wbc3"].values, wb[::3])
     np.testing.assert_array_equal(h.trackers["wbc3"].steps, [0, 3, 6, 9])
     np.testing.assert_array_equal(wp[0], 1.0)

@@ -738,7 +738,10 @@ class Trainer(LightningAttributes):
         stoppers = [cb for cb in self.callbacks
                     if type(cb).stopping_step is not Callback.stopping_step]
 
-        def launch(state: TrainState, s0: int) -> _Launch:
+        def launch(state: TrainState, s0: int, copy: TrainState | None = None) -> _Launch:
+            """Dispatch the chunk from step ``s0``; ``copy``: a copy of ``state`` already
+            made (the state the callbacks see), reused as the replay's start."""
+            given = state
             state = self._switch_transforms(state, s0)
             for cb in self._growing:
                 state = cb.grow(state, batch, s0)
@@ -746,7 +749,9 @@ class Trainer(LightningAttributes):
             end = min([s0 + capacity, self.max_steps] + [p.next_boundary(s0) for p in sync]
                       + [s for s in switch_steps if s > s0])
             args = (batch, end - s0, s0 % program.period)
-            start = copy_tree(state) if stoppers else None  # for an early stop's replay
+            start = None   # for an early stop's replay: a copy of the chunk's first state
+            if stoppers:
+                start = copy if copy is not None and state is given else copy_tree(state)
             new_state, records = run_chunk(state, *args, np.int32(end))
             return _Launch(s0, end, program, new_state, records, start,
                            lambda first, limit: run_chunk(first, *args, np.int32(limit))[0])
@@ -762,7 +767,7 @@ class Trainer(LightningAttributes):
             end = current.end
             if self.overlap_callbacks and end < self.max_steps:
                 seen = copy_tree(current.state)  # enqueued before the donation
-                pending = launch(current.state, end)
+                pending = launch(current.state, end, copy=seen)
             else:
                 seen = current.state
             chunk = self._metrics(current, jax.device_get(current.records))
@@ -770,7 +775,8 @@ class Trainer(LightningAttributes):
                         if (s := cb.stopping_step(self, chunk)) is not None), default=None)
             if last is not None and last + 1 < end:  # stop right after that step
                 end, chunk = last + 1, chunk.until(last + 1)
-                seen = current.replay(current.start, end)
+                # a copy: `start` may be the state the callbacks saw (and may hold)
+                seen = current.replay(copy_tree(current.start), end)
                 pending = self._drop(pending, end)
             self.state, self._step = seen, end
             self._append(chunk)
