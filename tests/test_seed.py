@@ -7,6 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import optax
 from flax import nnx
 
@@ -53,6 +54,7 @@ def test_trackers():
     assert np.isfinite(err) and 0 < float(err) < 1
 
 
+@pytest.mark.slow  # 20 s; resume with ReLoBRaLo weights: test_checkpoint.py (fast set)
 def test_adaptive_weight_placeholders_train_resume_and_record(tmp_path):
     def build():
         s = _setup()
