@@ -35,8 +35,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jno_flax._warnings import warn
 from jno_flax._checks import integer
+from jno_flax._warnings import warn
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
 from jno_flax.callbacks._checkpoint_dir import DirectoryLock, Entry, foreign, list_entries
 from jno_flax.callbacks._logger import next_version, next_version_numbers
@@ -431,8 +431,8 @@ class ModelCheckpoint(Callback):
         from jno_flax.trainers._state import all_finite
         step = trainer.global_step
         if not bool(all_finite((trainer.state.params, trainer.state.opt_state))):
-            warn(f"ModelCheckpoint: the state at step {step} is not finite; no "
-                          "checkpoint written.", RuntimeWarning)
+            warn(f"ModelCheckpoint: the state at step {step} is not finite; no checkpoint "
+                 "written.", RuntimeWarning)
             return None
         score = self._score(step)
         self.wait()   # the previous save is complete: older ones may go now

@@ -184,8 +184,8 @@ def resolve(ckpt_path: str, callbacks: list[Callback]) -> list[str]:
                 break
         if not paths:
             where = " or ".join(repr(d) for d in cb.search_dirs())
-            warn(f"`ckpt_path={ckpt_path!r}`: no checkpoint in {where} yet; "
-                          "training starts from step 0.", UserWarning)
+            warn(f"`ckpt_path={ckpt_path!r}`: no checkpoint in {where} yet; training starts "
+                 "from step 0.", UserWarning)
             return []
         if ckpt_path == "best":
             return [cb.best_path(paths)]

@@ -13,12 +13,12 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jno_flax._warnings import warn
 from jno_flax._balancer import AdaptiveWeight
 from jno_flax._checks import optax_transform, positive_int
 from jno_flax._evaluate import Evaluator
 from jno_flax._problem import Problem
 from jno_flax._seed import default_seed
+from jno_flax._warnings import warn
 from jno_flax.callbacks._callback import (Callback, ChunkMetrics, InGraph, StateUpdate,
                                           StepMetrics)
 from jno_flax.callbacks._logger import Logger
@@ -502,10 +502,10 @@ class Trainer(LightningAttributes):
         self._step = int(self.state.step)
         self.ckpt_path = restored.path
         if self._step > self.max_steps:
-            warn(f"`max_steps` is {self.max_steps}, below the step {self._step} of "
-                          f"the checkpoint {restored.path!r}: nothing is trained, and `fit` "
-                          f"returns the checkpoint's state at step {self._step}. Raise "
-                          "`max_steps` to train on.", UserWarning)
+            warn(f"`max_steps` is {self.max_steps}, below the step {self._step} of the "
+                 f"checkpoint {restored.path!r}: nothing is trained, and `fit` returns the "
+                 f"checkpoint's state at step {self._step}. Raise `max_steps` to train on.",
+                 UserWarning)
         for cb in self.callbacks:
             if cb.state_key in restored.callbacks:
                 cb.load_state_dict(restored.callbacks[cb.state_key])
