@@ -153,6 +153,13 @@ class ChunkMetrics:
     def last_step(self) -> int:
         return int(self.steps[-1])
 
+    def latest(self) -> dict[str, float]:
+        """The last value of ``"loss"``, every constraint and every scalar quantity."""
+        out = {"loss": float(self.loss[-1]), **{k: float(v[-1]) for k, v in self.losses.items()}}
+        out.update({name: float(values[-1]) for name, (_, values) in self.values.items()
+                    if len(values) and np.ndim(values[-1]) == 0})
+        return out
+
     def until(self, end: int) -> "ChunkMetrics":
         """The chunk's records of the steps before ``end``."""
         keep = self.steps < end

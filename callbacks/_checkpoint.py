@@ -32,7 +32,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from jno_flax._checks import integer
@@ -57,6 +56,14 @@ def _versions() -> dict[str, str]:
     import jno_flax
     return {"jno_flax": jno_flax.__version__, "jax": jax.__version__, "flax": flax.__version__,
             "optax": optax.__version__, "orbax-checkpoint": getattr(ocp, "__version__", "?")}
+
+
+def _numbers(values: Any) -> dict[str, float]:
+    """The numeric entries of a dict read from JSON (anything else is dropped)."""
+    if not isinstance(values, dict):
+        return {}
+    return {str(k): float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def checkpoint_args(trainer: "Trainer", problem: "Problem",
@@ -256,12 +263,9 @@ class ModelCheckpoint(Callback):
                                     f"has a score for `monitor` {self.monitor!r}.")
         return min(scored)[1]
 
-    def _own(self) -> list[Entry]:
-        """This run's checkpoints that it may prune: its own, not damaged, not newer than
-        the newest complete one it wrote."""
-        newest = self.last_saved_step
-        return [e for e in self.entries() if e.readable and e.run_id == self._run_id
-                and newest is not None and e.step <= newest]
+    def _runs(self, entries: list[Entry]) -> list[Entry]:
+        """Of ``entries``, this run's readable checkpoints."""
+        return [e for e in entries if e.readable and e.run_id == self._run_id]
 
     def wait(self) -> None:
         """Block until the save in flight is complete; then it counts as the newest."""
@@ -332,30 +336,30 @@ class ModelCheckpoint(Callback):
                              if os.path.dirname(p) == self.dirpath}
         # the monitored values when it was written: from the metadata, which moves with the
         # directory (this callback's state entry is keyed by the path it was given)
-        self._latest = {k: float(v) for k, v in checkpoint["metadata"]["losses"].items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self._latest = _numbers(checkpoint["metadata"]["losses"])
 
     def on_train_start(self, trainer: "Trainer", problem: "Problem") -> None:
         """Claim the directory for this run (or refuse), and rebuild the scores."""
         self._run_id = trainer.history.run_id
         start = trainer.global_step
+        entries = self.entries()
         if self._family is not None and trainer.max_steps > start and foreign(
-                self.entries(), self._run_id, start, self._replaceable):
+                entries, self._run_id, start, self._replaceable):
             # a default directory of another run (a trainer fitted again after another run
             # of the problem): this run takes a fresh version, as a new run would
             self.dirpath = self._version_dir(next_version(self._family[0]))
+            entries = self.entries()
         if not self._given_dirpath:
             self._prepare()
         if trainer.is_global_zero:  # the processes of one run share the directory
             self._lock.acquire(self.dirpath)
-        entries = self.entries()
         if trainer.max_steps > start:
             self._refuse_foreign(foreign(entries, self._run_id, start, self._replaceable),
                                  start)
         if any(e.step == start and e.run_id == self._run_id for e in entries):
             self.last_saved_step = start   # resumed from it: saving it again adds nothing
             self.last_model_path = self.step_path(start)
-        self._update_best()
+        self._update_best(entries)
 
     def _refuse_foreign(self, others: list[Entry], start: int) -> None:
         if not others:
@@ -375,11 +379,7 @@ class ModelCheckpoint(Callback):
 
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:
-        self._latest["loss"] = float(chunk.loss[-1])
-        self._latest.update({k: float(v[-1]) for k, v in chunk.losses.items()})
-        for name, (_, values) in chunk.values.items():
-            if len(values) and np.ndim(values[-1]) == 0:
-                self._latest[name] = float(values[-1])
+        self._latest.update(chunk.latest())
         if self._every is not None and self._every.due(chunk.last_step + 1):
             self.save(trainer, problem)
 
@@ -410,10 +410,7 @@ class ModelCheckpoint(Callback):
         return {"latest": dict(self._latest)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        latest = state_dict.get("latest", {})
-        if isinstance(latest, dict):
-            self._latest = {str(k): float(v) for k, v in latest.items()
-                            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self._latest = _numbers(state_dict.get("latest", {}))
 
     # ------------------------------------------------------------------ save and retention
     def _score(self, step: int) -> float | None:
@@ -480,16 +477,19 @@ class ModelCheckpoint(Callback):
         top k (never another run's, never newer ones)."""
         if self._manager is None or self.last_saved_step is None:
             return
-        own = self._own()
-        for s in {e.step for e in own} - self._kept(own, self.last_saved_step):
+        entries = self.entries()
+        # this run's, never newer than the newest complete checkpoint it wrote
+        own = [e for e in self._runs(entries) if e.step <= self.last_saved_step]
+        deleted = {e.step for e in own} - self._kept(own, self.last_saved_step)
+        for s in deleted:
             self._manager.delete(s)
-        self._update_best()
+        self._update_best([e for e in entries if e.step not in deleted])
 
-    def _update_best(self) -> None:
+    def _update_best(self, entries: list[Entry]) -> None:
+        """``best_model_path`` and ``best_model_score`` from this run's ``entries``."""
         if self.monitor is None:
             return
-        scores = self._scores([e for e in self.entries() if e.readable
-                               and e.run_id == self._run_id])
+        scores = self._scores(self._runs(entries))
         if not scores:
             return
         sign = 1 if self.mode == "min" else -1

@@ -154,7 +154,7 @@ def read_metadata(path: str) -> dict[str, Any]:
     score = metadata.get("score")
     if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
         raise ValueError(f"the metadata of {path!r} has score={score!r}; expected a number "
-                         "or null.")
+                         "or null")
     run_id = metadata.get("run_id")
     if run_id is not None and not isinstance(run_id, str):
         raise ValueError(f"the metadata of {path!r} has run_id={run_id!r}; expected a string")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
 from jno_flax.callbacks._checkpoint import ModelCheckpoint
 from jno_flax.callbacks._stopping import EarlyStopping
@@ -91,13 +90,8 @@ class LightningAttributes:
         return {} if logger is None else dict(logger.logged_metrics)
 
     def _update_metrics(self, chunk) -> None:
-        metrics = self._callback_metrics
         if len(chunk.steps):
-            metrics["loss"] = float(chunk.loss[-1])
-            metrics.update({k: float(v[-1]) for k, v in chunk.losses.items()})
-        for name, (_, values) in chunk.values.items():
-            if len(values) and np.ndim(values[-1]) == 0:
-                metrics[name] = float(values[-1])
+            self._callback_metrics.update(chunk.latest())
 
     def save_checkpoint(self, filepath: str | os.PathLike) -> str:
         """Write a checkpoint of the current state to ``filepath`` (a new directory) that

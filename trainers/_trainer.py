@@ -777,7 +777,8 @@ class Trainer(LightningAttributes):
                 end, chunk = last + 1, chunk.until(last + 1)
                 # a copy: `start` may be the state the callbacks saw (and may hold)
                 seen = current.replay(copy_tree(current.start), end)
-                pending = self._drop(pending, end)
+                self._undo_launch(pending, end)
+                pending = None
             self.state, self._step = seen, end
             self._append(chunk)
             self._update_metrics(chunk)
@@ -789,14 +790,14 @@ class Trainer(LightningAttributes):
             if self.processes.several:
                 self.processes.stop_together(self, preemption=self.handle_signals)
             if replaced or self.should_stop:
-                pending = self._drop(pending, self._step)
+                self._undo_launch(pending, self._step)
+                pending = None
 
-    def _drop(self, pending: "_Launch | None", step: int) -> None:
-        """Discard the chunk in flight, and with it any switch of transforms its launch made:
+    def _undo_launch(self, pending: "_Launch | None", step: int) -> None:
+        """The chunk in flight is dropped: undo any switch of transforms its launch made,
         back to those of the last step before ``step``."""
         if pending is not None:
             self.txs = self.transforms_at(max(step - 1, 0))
-        return None
 
     def _metrics(self, launch: "_Launch", records: dict) -> ChunkMetrics:
         """A chunk's records (on the host) as arrays with their step indices."""
