@@ -1,6 +1,17 @@
-"""Models: wrap NNX modules for use in expressions, and a ready MLP."""
+"""Models: wrap NNX modules for use in expressions, and the networks of PINN recipes.
 
-from jno_flax._mlp import MLP
+Networks: :class:`MLP`, :class:`ModifiedMLP`, :class:`PirateNet`; embeddings put in front of
+any of them with :class:`Sequential`: :class:`FourierFeatures`, :class:`PeriodicEmbedding`;
+dense layers with random weight factorisation: :class:`RWFLinear` (``rwf=(mean, std)`` on every
+network).
+"""
+
+from jno_flax._embeddings import FourierFeatures, PeriodicEmbedding
+from jno_flax._layers import ACTIVATIONS, RWFLinear, Sequential
+from jno_flax._mlp import MLP, ModifiedMLP
+from jno_flax._piratenet import PirateBlock, PirateNet
 from jno_flax._trainable import Model, Parameter, ParameterModule, Trainable, wrap
 
-__all__ = ["MLP", "Model", "Parameter", "ParameterModule", "Trainable", "wrap"]
+__all__ = ["ACTIVATIONS", "FourierFeatures", "MLP", "Model", "ModifiedMLP", "Parameter",
+           "ParameterModule", "PeriodicEmbedding", "PirateBlock", "PirateNet", "RWFLinear",
+           "Sequential", "Trainable", "wrap"]
