@@ -24,8 +24,15 @@ mixed          -Δu + u_xy - f (2-D)                        ``folx`` Laplacian; 
 Time-dependent problems use ``interval(-1, 1, time=(0, 1))`` (wave: ``(0, 1)``) with 4000
 interior, 200 boundary and 200 initial points and an 8 x 20 tanh MLP.
 
-    python bench/pdes.py                       # all problems
+Rows ``allen_cahn+<network>`` train Allen–Cahn with a ``jno.nn`` network instead, and the
+hand-written loop calls the same module: ``rwf`` (4 x 32 MLP with weight factorisation),
+``fourier`` (64 Fourier features, 4 x 32 MLP), ``periodic`` (periodic embedding in x, 4 x 32
+MLP), ``modified`` (4 x 32 modified MLP), ``pirate`` (PirateNet, 2 blocks of width 32 on 32
+Fourier features).
+
+    python bench/pdes.py                       # all rows
     python bench/pdes.py --problems burgers,kdv --rounds 6 --chunk 200
+    python bench/pdes.py --problems allen_cahn+pirate,allen_cahn+modified
 """
 
 from __future__ import annotations
@@ -80,11 +87,14 @@ class Problem:
                                    time=(0.0, 1.0), seed=0)
 
     def net(self):
+        if self.network != "mlp":
+            return NETWORKS[self.network](self.dom.dim)
         return jno.nn.MLP(self.dom.dim, 1, hidden=self.hidden, depth=self.depth,
                           rngs=nnx.Rngs(0))
 
-    def __init__(self):
+    def __init__(self, network: str = "mlp"):
         self.dom = self.domain()
+        self.network = network
 
     def arrays(self):
         tags = ["interior", "boundary"] + (["initial"] if self.dom.time else [])
@@ -262,14 +272,41 @@ class Mixed(Poisson):
 PROBLEMS = {p.name: p for p in (Poisson, Burgers, AllenCahn, Wave, KdV, Mixed)}
 
 
+def _networks() -> dict[str, Callable[[int], nnx.Module]]:
+    """The ``jno.nn`` networks of today's recipes, small sizes; each takes ``d`` inputs."""
+    nn, r = jno.nn, lambda: nnx.Rngs(0)  # noqa: E731
+    return {
+        "rwf": lambda d: nn.MLP(d, 1, hidden=32, depth=4, rwf=(1.0, 0.1), rngs=r()),
+        "fourier": lambda d: nn.Sequential(nn.FourierFeatures(d, 64, scale=1.0, rngs=r()),
+                                           nn.MLP(64, 1, hidden=32, depth=4, rngs=r())),
+        "periodic": lambda d: nn.Sequential(nn.PeriodicEmbedding(d, axes=(0,), periods=(2.0,)),
+                                            nn.MLP(d + 1, 1, hidden=32, depth=4, rngs=r())),
+        "modified": lambda d: nn.ModifiedMLP(d, 1, hidden=32, depth=4, rngs=r()),
+        "pirate": lambda d: nn.PirateNet(d, 1, hidden=32, depth=2, rngs=r()),
+    }
+
+
+NETWORKS = _networks()
+ROWS = [*PROBLEMS, *(f"allen_cahn+{k}" for k in NETWORKS)]
+
+
+def make_problem(row: str) -> Problem:
+    """``"burgers"`` or ``"<problem>+<network>"`` (a row with a ``jno.nn`` network)."""
+    name, _, network = row.partition("+")
+    if name not in PROBLEMS or (network and network not in NETWORKS):
+        raise SystemExit(f"unknown row {row!r}; rows are problems {sorted(PROBLEMS)}, "
+                         f"optionally +<network> with networks {sorted(NETWORKS)}")
+    return PROBLEMS[name](network or "mlp")
+
+
 # ---------------------------------------------------------------------- runners
 def hand_runner(problem: Problem, chunk: int) -> Callable[[], float]:
-    graphdef, params = nnx.split(problem.net())
+    graphdef, params, rest = nnx.split(problem.net(), nnx.Param, ...)
     pts = problem.arrays()
     tx = optax.adam(1e-3)
 
     def loss(p):
-        return problem.hand_loss(nnx.merge(graphdef, p), pts)
+        return problem.hand_loss(nnx.merge(graphdef, p, rest), pts)
 
     return scan_runner(loss, params, tx, chunk)
 
@@ -289,14 +326,14 @@ def jno_runner(problem: Problem, chunk: int) -> Callable[[], float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--problems", default=",".join(PROBLEMS))
+    ap.add_argument("--problems", default=",".join(ROWS))
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--chunk", type=int, default=200)
     args = ap.parse_args()
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
           f"chunk={args.chunk}, rounds={args.rounds}")
     for name in args.problems.split(","):
-        problem = PROBLEMS[name]()
+        problem = make_problem(name)
         runners = {"hand": hand_runner(problem, args.chunk), "jno": jno_runner(problem, args.chunk)}
         times: dict[str, list[float]] = {k: [] for k in runners}
         final: dict[str, float] = {}
@@ -306,7 +343,7 @@ def main() -> None:
                 final[key] = run()
                 times[key].append(time.perf_counter() - t0)
         rate = {k: args.chunk / statistics.median(v[1:]) for k, v in times.items()}
-        print(f"{name:11s} hand {rate['hand']:8.1f} steps/s   jno {rate['jno']:8.1f} steps/s   "
+        print(f"{name:19s} hand {rate['hand']:8.1f} steps/s   jno {rate['jno']:8.1f} steps/s   "
               f"ratio {rate['jno'] / rate['hand']:5.3f}x   first chunk hand "
               f"{times['hand'][0]:5.2f} s, jno {times['jno'][0]:5.2f} s   final loss hand "
               f"{final['hand']:.3e} jno {final['jno']:.3e}", flush=True)
