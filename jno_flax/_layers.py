@@ -3,6 +3,7 @@ weight factorisation, the default float dtype and input-width checks."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import jax
@@ -56,7 +57,7 @@ def check_rwf(rwf) -> tuple[float, float] | None:
     if not (isinstance(rwf, (tuple, list)) and len(rwf) == 2):
         raise ValueError(f"`rwf` must be None or (mean, std), got {rwf!r}.")
     mean, std = rwf
-    if isinstance(mean, bool) or not isinstance(mean, (int, float)):
+    if isinstance(mean, bool) or not isinstance(mean, numbers.Real):
         raise ValueError(f"`rwf` mean must be a number, got {mean!r}.")
     return float(mean), positive_number("rwf std", std)
 
