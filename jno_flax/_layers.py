@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jno_flax._checks import positive_number
+from jno_flax._seed import default_seed
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh, "sin": jnp.sin, "gelu": jax.nn.gelu, "silu": jax.nn.silu,
@@ -88,6 +89,13 @@ class RWFLinear(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return x @ (self.kernel[...] * jnp.exp(self.scale[...])) + self.bias[...]
+
+
+def dense_kwargs(rwf, param_dtype, rngs: nnx.Rngs | None) -> dict:
+    """The checked keyword arguments of :func:`dense` a network passes to all its layers
+    (``rngs=None``: ``nnx.Rngs`` of ``jno_flax.seed_everything``'s seed)."""
+    return dict(rwf=check_rwf(rwf), param_dtype=param_dtype,
+                rngs=nnx.Rngs(default_seed(None)) if rngs is None else rngs)
 
 
 def dense(in_features: int, out_features: int, *, rwf, param_dtype, rngs: nnx.Rngs):

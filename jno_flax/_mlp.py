@@ -9,8 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jno_flax._layers import activation as _activation
-from jno_flax._layers import check_rwf, check_sizes, check_width, dense
-from jno_flax._seed import default_seed
+from jno_flax._layers import check_sizes, check_width, dense, dense_kwargs
 
 Activation = str | Callable[[jax.Array], jax.Array]
 
@@ -37,13 +36,10 @@ class MLP(nnx.Module):
                  rngs: nnx.Rngs | None = None):
         check_sizes(in_features=in_features, out_features=out_features, hidden=hidden,
                     depth=depth)
-        rngs = nnx.Rngs(default_seed(None)) if rngs is None else rngs
-        rwf = check_rwf(rwf)
+        kw = dense_kwargs(rwf, param_dtype, rngs)
         sizes = [in_features] + [hidden] * depth
-        self.layers = nnx.List([dense(a, b, rwf=rwf, param_dtype=param_dtype, rngs=rngs)
-                                for a, b in zip(sizes[:-1], sizes[1:])])
-        self.output_layer = dense(sizes[-1], out_features, rwf=rwf, param_dtype=param_dtype,
-                                  rngs=rngs)
+        self.layers = nnx.List([dense(a, b, **kw) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.output_layer = dense(sizes[-1], out_features, **kw)
         self.activation = _activation(activation)
         self.in_features, self.out_features = in_features, out_features
 
@@ -75,9 +71,7 @@ class ModifiedMLP(nnx.Module):
                  rngs: nnx.Rngs | None = None):
         check_sizes(in_features=in_features, out_features=out_features, hidden=hidden,
                     depth=depth)
-        rngs = nnx.Rngs(default_seed(None)) if rngs is None else rngs
-        rwf = check_rwf(rwf)
-        kw = dict(rwf=rwf, param_dtype=param_dtype, rngs=rngs)
+        kw = dense_kwargs(rwf, param_dtype, rngs)
         self.encoder_u = dense(in_features, hidden, **kw)
         self.encoder_v = dense(in_features, hidden, **kw)
         sizes = [in_features] + [hidden] * depth

@@ -10,10 +10,9 @@ from flax import nnx
 
 from jno_flax._embeddings import FourierFeatures
 from jno_flax._layers import activation as _activation
-from jno_flax._layers import (check_rwf, check_sizes, check_width, dense, float_dtype,
+from jno_flax._layers import (check_sizes, check_width, dense, dense_kwargs, float_dtype,
                               set_affine, widths)
 from jno_flax._mlp import Activation
-from jno_flax._seed import default_seed
 
 
 class PirateBlock(nnx.Module):
@@ -60,16 +59,15 @@ class PirateNet(nnx.Module):
                  param_dtype=None, rngs: nnx.Rngs | None = None):
         check_sizes(in_features=in_features, out_features=out_features, hidden=hidden,
                     depth=depth)
-        rngs = nnx.Rngs(default_seed(None)) if rngs is None else rngs
+        kw = dense_kwargs(rwf, param_dtype, rngs)
         if embedding is None:
             embedding = FourierFeatures(in_features, hidden + hidden % 2, param_dtype=param_dtype,
-                                        rngs=rngs)
+                                        rngs=kw["rngs"])
         emb_in, width = widths(embedding, "embedding")
         if emb_in != in_features:
             raise ValueError(f"widths do not chain: the PirateNet takes in_features="
                              f"{in_features} but its embedding ({type(embedding).__name__}) "
                              f"takes in_features={emb_in}.")
-        kw = dict(rwf=check_rwf(rwf), param_dtype=param_dtype, rngs=rngs)
         act = _activation(activation)
         self.embedding = embedding
         self.encoder_u = dense(width, hidden, **kw)
