@@ -11,8 +11,7 @@ import numpy as np
 from flax import nnx
 
 from jno_flax._checks import positive_number
-from jno_flax._layers import check_sizes, check_width, float_dtype
-from jno_flax._seed import default_seed
+from jno_flax._layers import check_sizes, check_width, default_rngs, float_dtype
 
 
 class FourierFeatures(nnx.Module):
@@ -38,8 +37,8 @@ class FourierFeatures(nnx.Module):
         dtype = float_dtype(param_dtype)
         if kernel is None:
             scale = positive_number("scale", scale)
-            rngs = nnx.Rngs(default_seed(None)) if rngs is None else rngs
-            kernel = scale * jax.random.normal(rngs.params(), (in_features, n_features // 2))
+            kernel = scale * jax.random.normal(default_rngs(rngs).params(),
+                                               (in_features, n_features // 2))
         kernel = jnp.asarray(kernel, dtype)
         if kernel.shape != (in_features, n_features // 2):
             raise ValueError(f"`kernel` must have shape (in_features, n_features // 2) = "

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jno_flax._balancer import float_dtype as default_float_dtype
 from jno_flax._checks import positive_number
 from jno_flax._seed import default_seed
 
@@ -32,7 +33,12 @@ def activation(value: str | Callable[[jax.Array], jax.Array]) -> Callable[[jax.A
 
 def float_dtype(param_dtype=None):
     """``param_dtype``, or the default float dtype (float64 under ``jax_enable_x64``)."""
-    return param_dtype or jax.dtypes.canonicalize_dtype(jnp.float64)
+    return param_dtype or default_float_dtype()
+
+
+def default_rngs(rngs: nnx.Rngs | None) -> nnx.Rngs:
+    """``rngs``, or ``nnx.Rngs`` of ``jno_flax.seed_everything``'s seed (0 until it is called)."""
+    return nnx.Rngs(default_seed(None)) if rngs is None else rngs
 
 
 def check_sizes(**sizes: int) -> None:
@@ -94,8 +100,7 @@ class RWFLinear(nnx.Module):
 def dense_kwargs(rwf, param_dtype, rngs: nnx.Rngs | None) -> dict:
     """The checked keyword arguments of :func:`dense` a network passes to all its layers
     (``rngs=None``: ``nnx.Rngs`` of ``jno_flax.seed_everything``'s seed)."""
-    return dict(rwf=check_rwf(rwf), param_dtype=param_dtype,
-                rngs=nnx.Rngs(default_seed(None)) if rngs is None else rngs)
+    return dict(rwf=check_rwf(rwf), param_dtype=param_dtype, rngs=default_rngs(rngs))
 
 
 def dense(in_features: int, out_features: int, *, rwf, param_dtype, rngs: nnx.Rngs):
