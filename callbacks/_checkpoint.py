@@ -74,6 +74,7 @@ def checkpoint_args(trainer: "Trainer", problem: "Problem",
     history = trainer.history
     metadata = {"step": trainer.global_step, "run_id": history.run_id, "saved_at": time.time(),
                 "monitor": None, "score": None, "losses": {}, **metadata,
+                "precision": trainer.precision,
                 "versions": _versions(), "fingerprint": fingerprint(problem, trainer.state),
                 "wall_time": history.wall_time, "stop_reason": history.stop_reason,
                 "skipped_steps": history.skipped_steps.tolist(),

@@ -455,6 +455,11 @@ def global_op(fn: Callable, operands: Sequence[Any], label: str, op: Hashable = 
     return Apply(fn, children, label, False, None, out.shape, out.dtype, op)
 
 
+def is_mean_square(e: Expr) -> bool:
+    """True for ``r.mse`` (its residual is ``e.children[0]``)."""
+    return isinstance(e, Apply) and e.op is _mean_square and len(e.children) == 1
+
+
 def reduction(fn: Callable, e: Any, label: str, op: Hashable = None) -> Expr:
     return global_op(fn, [e], label, op)
 

@@ -117,7 +117,7 @@ def test_save_checkpoint_writes_what_fit_resumes(tiny, tmp_path):
     ({"fast_dev_run": True}, r"`Trainer\(max_steps=1, logger=False, enable_checkpointing"),
     ({"accelerator": "gpu"}, r"JAX picks the platform"),
     ({"val_check_interval": 100}, r"`jnn.tracker\(expr, interval=k\)`"),
-    ({"precision": "64-true"}, r"jax_enable_x64"),
+    ({"min_epochs": 2}, r"there are no epochs: use `max_steps`"),
 ], ids=lambda v: next(iter(v)) if isinstance(v, dict) else None)
 def test_lightning_arguments_we_do_not_take_say_what_to_use(kwargs, hint):
     name = next(iter(kwargs))

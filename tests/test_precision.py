@@ -33,3 +33,60 @@ def test_mlp_parameters_default_to_the_default_float_and_take_param_dtype():
     assert {v.dtype for v in jax.tree.leaves(nnx.state(wide, nnx.Param))} == {jnp.dtype("float64")}
     half = jno.nn.MLP(2, 1, hidden=4, depth=1, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     assert {v.dtype for v in jax.tree.leaves(nnx.state(half, nnx.Param))} == {jnp.dtype("bfloat16")}
+
+
+QUIET = {"enable_progress_bar": False, "logger": False, "enable_model_summary": False,
+         "enable_checkpointing": False}
+
+
+def _float_dtypes(tree):
+    return {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)}
+
+
+def test_a_float32_phase_then_a_float64_phase_continue_one_run(tmp_path):
+    """``precision="32-true"`` then ``"64-true"``: one run (steps, History), every float of
+    the state cast, the checkpoint records the precision and resumes into it."""
+    import json
+
+    import numpy as np
+
+    from jno_flax.callbacks import ModelCheckpoint
+    from jno_flax.optimizers import ssbroyden
+    from jno_flax.trainers import Trainer
+    from tests.conftest import TinyProblem
+    with jax.enable_x64(True):
+        t = TinyProblem()
+        crux = t.core()
+        crux.solve(20, precision="32-true", **QUIET)
+        assert _float_dtypes(crux.state) == {jnp.dtype("float32")}
+        t.net.optimizer(ssbroyden())
+        ckpt = ModelCheckpoint(tmp_path, every_n_train_steps=10)
+        h = crux.solve(20, precision="64-true", callbacks=[ckpt],
+                       **{**QUIET, "enable_checkpointing": True})
+        assert _float_dtypes(crux.state) == {jnp.dtype("float64")}
+        assert crux.history.total_loss.dtype == np.float64
+        np.testing.assert_array_equal(h.steps, np.arange(40))
+        assert h.total_loss[-1] < 0.1 * h.total_loss[19]
+        with open(tmp_path / "40" / "metadata" / "metadata") as f:
+            assert json.load(f)["precision"] == "64-true"
+        again = TinyProblem()
+        again.net.optimizer(ssbroyden())
+        resumed = again.core()
+        Trainer(max_steps=40, precision="64-true", callbacks=[ModelCheckpoint(tmp_path)],
+                **{**QUIET, "enable_checkpointing": True}).fit(resumed, ckpt_path="last")
+        for a, b in zip(jax.tree.leaves(crux.state), jax.tree.leaves(resumed.state)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_precision_errors_name_what_is_accepted():
+    import pytest
+
+    from jno_flax.trainers import Trainer
+    from tests.conftest import TinyProblem
+    with pytest.raises(ValueError, match=r"`precision` must be one of \['32-true', '32', 32, "
+                                         r"'64-true', '64', 64\] or None .*got '16-mixed'"):
+        Trainer(max_steps=2, precision="16-mixed")
+    assert Trainer(max_steps=2, precision=64).precision == "64-true"
+    with pytest.raises(ValueError, match=r"`precision=\"64-true\"` needs float64 arrays, "
+                                         r"which JAX gives only with `jax_enable_x64`"):
+        TinyProblem().core().solve(2, precision="64-true", **QUIET)

@@ -15,9 +15,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Lightning ``Trainer`` arguments this Trainer does not take, with what to use instead
 ALTERNATIVES = {
-    "precision": "float64 training: `jax.config.update(\"jax_enable_x64\", True)` before "
-                 "building the problem (a `precision=` argument is planned with the new "
-                 "optimizers)",
     "gradient_clip_val": "clip in the optimizer: `net.optimizer(optax.chain("
                          "optax.clip_by_global_norm(v), optax.adam(1e-3)))`",
     "gradient_clip_algorithm": "clip in the optimizer (`optax.clip_by_global_norm`, "

@@ -35,6 +35,7 @@ from jax.experimental import multihost_utils
 
 from jno_flax.callbacks._callback import Callback
 from jno_flax.callbacks._restore import READ_ERRORS, read_metadata, resolve
+from jno_flax.optimizers import Objective
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax.trainers import Trainer
@@ -67,15 +68,17 @@ def probe_transform(tx: Any, params: Any, steps: int = 2) -> list[np.ndarray]:
     """The updates ``tx`` makes in ``steps`` steps on a fixed quadratic around ``params``:
     numbers that differ when its hyper-parameters differ (a learning rate, a schedule's first
     values, a momentum), where the transform's structure alone would not tell. Optax's extra
-    arguments (``value``, ``grad``, ``value_fn``) are given, for line searches."""
+    arguments (``value``, ``grad``, ``value_fn`` with its residuals) are given, for line
+    searches and Gauss–Newton methods."""
     import optax
     tx = optax.with_extra_args_support(tx)
     target = jax.tree.map(lambda p: p - 0.5 - 0.25 * jax.numpy.arange(p.size, dtype=p.dtype)
                           .reshape(p.shape) / max(p.size, 1), params)
 
-    def value_fn(q):
-        return sum(0.5 * jax.numpy.sum((a - b) ** 2)
-                   for a, b in zip(jax.tree.leaves(q), jax.tree.leaves(target)))
+    def residuals(q):
+        return jax.numpy.concatenate([jax.numpy.ravel(a - b) / np.sqrt(2.0) for a, b in
+                                      zip(jax.tree.leaves(q), jax.tree.leaves(target))])
+    value_fn = Objective(lambda q: jax.numpy.sum(residuals(q) ** 2), residuals)
     state, out = tx.init(params), []
     for _ in range(steps):
         grad = jax.tree.map(lambda a, b: a - b, params, target)

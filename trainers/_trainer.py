@@ -16,9 +16,11 @@ from flax import nnx
 from jno_flax._balancer import AdaptiveWeight
 from jno_flax._checks import optax_transform, positive_int
 from jno_flax._evaluate import Evaluator
+from jno_flax._expr import is_mean_square
 from jno_flax._problem import Problem
 from jno_flax._seed import default_seed
 from jno_flax._warnings import warn
+from jno_flax.optimizers import Objective
 from jno_flax.callbacks._callback import (Callback, ChunkMetrics, InGraph, StateUpdate,
                                           StepMetrics)
 from jno_flax.callbacks._logger import Logger
@@ -30,6 +32,7 @@ from jno_flax.trainers._batches import check_batch_size, draw_minibatch, resolve
 from jno_flax.trainers._chunk import ChunkProgram
 from jno_flax.trainers._devices import PointSharding, resolve_devices
 from jno_flax.trainers._history import History
+from jno_flax.trainers._precision import cast_floats, check_available, resolve_precision
 from jno_flax.trainers._lightning import LightningAttributes, unsupported
 from jno_flax.trainers._processes import (Processes, digest_arrays, digest_json,
                                           probe_transform)
@@ -107,6 +110,9 @@ class Trainer(LightningAttributes):
             hold none: the last checkpoint of every fit in the run's version folder
             (``runs/default/version_<n>/checkpoints``), which ``fit(..., ckpt_path="last")``
             resumes from (also from a new Trainer: it finds the newest version).
+        precision: ``"32-true"`` or ``"64-true"`` (also ``32``, ``64``): the float dtype of
+            the fit's points, parameters and optimizer states, cast when it starts (see
+            ``trainers/_precision.py``); ``None``: the dtypes the problem was built with.
         devices: ``"auto"`` (every device of ``jax.devices()``: of every process after
             ``jax.distributed.initialize()``), a number of devices or a list of jax devices.
             With several, the points are sharded along a ``"points"`` mesh axis and the state
@@ -134,7 +140,8 @@ class Trainer(LightningAttributes):
                  enable_progress_bar: bool = True, enable_model_summary: bool = True,
                  max_record_bytes: int = 256 * 2**20, handle_signals: bool = True,
                  overlap_callbacks: bool = True, batch_size: Any = None,
-                 devices: Any = "auto", enable_checkpointing: bool = True, **unknown: Any):
+                 devices: Any = "auto", enable_checkpointing: bool = True,
+                 precision: str | int | None = None, **unknown: Any):
         if unknown:
             raise unsupported(unknown, sorted(set(inspect.signature(Trainer.__init__).parameters)
                                               - {"self", "unknown"}))
@@ -163,6 +170,8 @@ class Trainer(LightningAttributes):
         self.handle_signals = bool(handle_signals)
         self.overlap_callbacks = bool(overlap_callbacks)
         self.batch_size = check_batch_size(batch_size)
+        #: ``"32-true"``, ``"64-true"`` or ``None`` (the problem's dtypes)
+        self.precision = resolve_precision(precision)
         #: where the run's points and state live (``devices``)
         self.sharding = PointSharding(resolve_devices(devices))
         #: the processes of a ``jax.distributed`` run (one without it)
@@ -286,15 +295,19 @@ class Trainer(LightningAttributes):
         left out). Both reach every transform's ``update`` as optax's extra arguments
         (``value``, ``grad``, ``value_fn``; ``optax.with_extra_args_support``), so
         ``optax.lbfgs()`` and ``optax.scale_by_zoom_linesearch`` chains work; for the
-        transform of trainable ``n``, ``value_fn`` varies ``n``'s parameters only.
+        transform of trainable ``n``, ``value_fn`` varies ``n``'s parameters only. An
+        :class:`~jno_flax.optimizers.Objective` ``value_fn`` also carries the residuals of a
+        mean-square loss (``value_fn.residuals``) for Gauss–Newton transforms (``engd``).
         """
         params, opt_state = dict(state.params), dict(state.opt_state)
         trained = {n: state.params[n] for n in grads}
+        if value_fn is not None and not isinstance(value_fn, Objective):
+            value_fn = Objective(value_fn)
         for name, g in grads.items():
             extra = {}
             if value is not None and value_fn is not None:
                 extra = {"value": value, "grad": g,
-                         "value_fn": lambda p, n=name: value_fn({**trained, n: p})}
+                         "value_fn": value_fn.restricted(trained, name)}
             tx = optax.with_extra_args_support(self.txs[name])
             updates, opt_state[name] = tx.update(g, state.opt_state[name], state.params[name],
                                                  **extra)
@@ -324,10 +337,37 @@ class Trainer(LightningAttributes):
 
         (total, (losses, values, updates)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(trained)
-        state = self.apply_gradients(state, grads, value=total,
-                                     value_fn=lambda p: loss_fn(p)[0])
+        residuals, why_not = self._residuals(problem, state, batch, fixed)
+        state = self.apply_gradients(state, grads, value=total, value_fn=Objective(
+            lambda p: loss_fn(p)[0], residuals, why_not))
         return state.replace(step=state.step + 1, extras={**state.extras, **updates}), {
             "loss": total, "losses": losses, "values": values}
+
+    def _residuals(self, problem: Problem, state: TrainState, batch: dict[str, jax.Array],
+                   fixed: dict[str, Any]) -> tuple[Callable | None, str]:
+        """``(residuals, why_not)``: the function ``{trained name: params} -> ρ`` with
+        ``loss = ‖ρ‖²`` (every constraint's residual over ``√size``, stacked), or ``None`` and
+        the reason when the loss is not a plain sum of mean squares."""
+        advice = ("Gauss–Newton methods (`engd`) need every constraint to be a mean square "
+                  "(`residual.mse`) and the loss their plain sum")
+        if (type(self).compute_losses is not Trainer.compute_losses
+                or type(self).aggregate_loss is not Trainer.aggregate_loss):
+            return None, (f"{advice}; {type(self).__name__} overrides `compute_losses` or "
+                          "`aggregate_loss`.")
+        inner = {}
+        for name, expr in problem.constraints.items():
+            if not is_mean_square(expr):
+                return None, (f"{advice}; constraint {name!r} is {expr!r}. Adaptive weights "
+                              "are not supported; weight a term through its residual, "
+                              "`(c**0.5 * r).mse`.")
+            inner[name] = expr.children[0]
+
+        def residuals(trained_params):
+            ev = Evaluator.of_state(problem.registry, state, batch, list(inner.values()),
+                                    params={**fixed, **trained_params})
+            parts = [ev.value(e) for e in inner.values()]
+            return jnp.concatenate([jnp.ravel(v) / np.sqrt(v.size) for v in parts])
+        return residuals, ""
 
     # ------------------------------------------------------------------ fit
     def fit(self, problem: Problem, ckpt_path: str | None = None) -> History:
@@ -419,7 +459,8 @@ class Trainer(LightningAttributes):
             self.updates = self._collect_updates(problem)
             start = int(problem.state.step) if continue_run else 0
             self.txs = self.transforms_at(start)
-            self.state = self._initial_state(problem, continue_run)
+            check_available(self.precision)
+            self.state = cast_floats(self._initial_state(problem, continue_run), self.precision)
             self._step = int(self.state.step)
             self.history = (problem.history if continue_run and problem.history is not None
                             else History(list(problem.constraints), run_id=History.new_run_id()))
@@ -475,6 +516,7 @@ class Trainer(LightningAttributes):
                 "nested_intervals": self.nested_intervals,
                 "default_root_dir": self.default_root_dir,
                 "max_time": None if self.timer is None else self.timer.duration.total_seconds(),
+                "precision": self.precision,
                 "sigterm_exit_code": self.SIGTERM_EXIT_CODE}
 
     def _restore(self, problem: Problem, ckpt_path: str) -> None:
@@ -721,7 +763,7 @@ class Trainer(LightningAttributes):
         flight is discarded and training goes on from their state: the steps computed are
         exactly those of a run without overlap.
         """
-        batch = self.sharding.place_points(problem.registry.batch())
+        batch = self.sharding.place_points(cast_floats(problem.registry.batch(), self.precision))
         self.state = self.sharding.replicate(self.state)
         self._skipped_at_start = len(self.history.skipped_steps)
         if self.global_step >= self.max_steps:
