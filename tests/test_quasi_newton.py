@@ -3,8 +3,6 @@ on hand-checked cases, the trainer's line search, resume and the size limit."""
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -123,16 +121,15 @@ def test_resume_in_the_middle_of_a_quasi_newton_phase_is_bit_identical(tmp_path)
         t.net.optimizer(ssbroyden())
         crux = t.core()
         kw = {**QUIET, "enable_checkpointing": True}
-        h = Trainer(max_steps=steps, chunk_size=8, callbacks=list(callbacks),
+        h = Trainer(max_steps=steps, chunk_size=10, callbacks=list(callbacks),
                     **kw).fit(crux, ckpt_path=ckpt_path)
         return crux, h
-    full, h_full = fit(30)
-    fit(15, ModelCheckpoint(tmp_path, every_n_train_steps=10, save_top_k=-1))
-    assert sorted(int(d) for d in os.listdir(tmp_path) if d.isdigit()) == [10, 15]
-    resumed, h = fit(30, ModelCheckpoint(tmp_path / "resumed"), ckpt_path=str(tmp_path / "10"))
+    full, h_full = fit(20)
+    fit(10, ModelCheckpoint(tmp_path, every_n_train_steps=10))
+    resumed, h = fit(20, ModelCheckpoint(tmp_path / "resumed"), ckpt_path=str(tmp_path / "10"))
     np.testing.assert_array_equal(h.total_loss, h_full.total_loss)
     hessians = [s.opt_state["u"][0].inverse_hessian for s in (full.state, resumed.state)]
-    assert hessians[0].shape == (105, 105)
+    assert hessians[0].shape == (105, 105) and not np.allclose(hessians[0], np.eye(105))
     for a, b in zip(jax.tree.leaves(full.state), jax.tree.leaves(resumed.state)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
