@@ -226,10 +226,12 @@ def _read(path: str, target) -> dict[str, Any]:
 
 
 def restore(ckpt_path: str, callbacks: list[Callback], problem: "Problem",
-            state_for: Callable[[int], "TrainState"]) -> Restored | None:
+            state_for: Callable[[int, str | None], "TrainState"]) -> Restored | None:
     """Read the checkpoint ``ckpt_path`` names, for a run whose state at a checkpoint of step
-    ``s`` has the structure of ``state_for(s)`` (arrays or ``jax.ShapeDtypeStruct`` leaves;
-    the optimizer states depend on the step when the optimizer is switched during a run).
+    ``s`` written with precision ``p`` (its metadata's ``"precision"``) has the structure of
+    ``state_for(s, p)`` (arrays or ``jax.ShapeDtypeStruct`` leaves; the optimizer states
+    depend on the step when the optimizer is switched during a run). The state is restored
+    in the checkpoint's own dtypes, exactly.
 
     A checkpoint of another problem or optimizer (the fingerprint differs) is an error listing
     the differences, and nothing is restored. Only a checkpoint that cannot be read (I/O or
@@ -241,7 +243,7 @@ def restore(ckpt_path: str, callbacks: list[Callback], problem: "Problem",
     for i, path in enumerate(candidates):
         try:
             metadata = read_metadata(path)
-            state = state_for(int(metadata["step"]))
+            state = state_for(int(metadata["step"]), metadata.get("precision"))
             current = fingerprint(problem, state)
             target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
             mismatch = fingerprint_mismatch(metadata["fingerprint"], current)

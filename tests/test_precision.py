@@ -90,3 +90,24 @@ def test_precision_errors_name_what_is_accepted():
     with pytest.raises(ValueError, match=r"`precision=\"64-true\"` needs float64 arrays, "
                                          r"which JAX gives only with `jax_enable_x64`"):
         TinyProblem().core().solve(2, precision="64-true", **QUIET)
+
+
+def test_a_float32_checkpoint_resumes_exactly_then_runs_in_float64(tmp_path):
+    """The state is read in the checkpoint's recorded precision (its exact values), then cast
+    to the resuming Trainer's."""
+    import numpy as np
+
+    from jno_flax.callbacks import ModelCheckpoint
+    from jno_flax.trainers import Trainer
+    from tests.conftest import TinyProblem
+    kw = {**QUIET, "enable_checkpointing": True}
+    with jax.enable_x64(True):
+        first = TinyProblem().core()
+        Trainer(max_steps=10, precision="32-true", callbacks=[ModelCheckpoint(tmp_path / "a")],
+                **kw).fit(first)
+        resumed = TinyProblem().core()
+        Trainer(max_steps=10, precision="64-true", callbacks=[ModelCheckpoint(tmp_path / "b")],
+                **kw).fit(resumed, ckpt_path=str(tmp_path / "a" / "10"))
+        assert _float_dtypes(resumed.state) == {jnp.dtype("float64")}
+        for a, b in zip(jax.tree.leaves(first.state.params), jax.tree.leaves(resumed.state.params)):
+            np.testing.assert_array_equal(np.asarray(a, np.float64), np.asarray(b))

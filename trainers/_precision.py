@@ -1,8 +1,8 @@
 """``Trainer(precision=...)``: the float dtype of a fit, as Lightning spells it.
 
 ``"32-true"`` and ``"64-true"`` cast the run's floats — points, parameters, optimizer and
-balancer states, resampled points — to float32 or float64 when ``fit`` starts (and when it
-resumes a checkpoint), so one script can train a float32 Adam phase and continue the same run
+balancer states, resampled points — to float32 or float64 when ``fit`` starts (a resumed
+checkpoint is read in the precision it records, then cast), so one script can train a float32 Adam phase and continue the same run
 (step, History) in a float64 quasi-Newton phase::
 
     jax.config.update("jax_enable_x64", True)          # before building anything

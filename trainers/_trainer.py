@@ -521,7 +521,8 @@ class Trainer(LightningAttributes):
 
     def _restore(self, problem: Problem, ckpt_path: str) -> None:
         """Assign the state, History and callback states a checkpoint holds."""
-        def state_for(step: int) -> TrainState:  # the optimizers of the step before it
+        def state_for(step: int, precision: str | None) -> TrainState:
+            # the optimizers of the step before it, the floats of the checkpoint's precision
             txs = self.transforms_at(max(step - 1, 0))
             extras = dict(self.state.extras)
             for cb in self._growing:  # rar-d: the points trained on by the step before it
@@ -532,7 +533,7 @@ class Trainer(LightningAttributes):
                 n: (self.state.opt_state[n] if txs[n] is self.txs[n]
                     else jax.eval_shape(txs[n].init, self.state.params[n])) for n in txs})
             # several devices: orbax reads the state straight into its replicated layout
-            return self.sharding.abstract(state)
+            return self.sharding.abstract(cast_floats(state, precision))
 
         if self.processes.several:
             self.processes.check_checkpoint(ckpt_path, self.callbacks)
@@ -540,7 +541,9 @@ class Trainer(LightningAttributes):
         if restored is None:  # "last" / "best" with no checkpoint yet: a fresh start
             return
         self.txs = self.transforms_at(max(int(restored.state.step) - 1, 0))
-        self.state, self.history = restored.state, restored.history
+        # restored exactly in the checkpoint's precision, then cast to this fit's
+        self.state = cast_floats(restored.state, self.precision)
+        self.history = restored.history
         self._step = int(self.state.step)
         self.ckpt_path = restored.path
         if self._step > self.max_steps:
