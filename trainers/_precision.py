@@ -2,8 +2,9 @@
 
 ``"32-true"`` and ``"64-true"`` cast the run's floats — points, parameters, optimizer and
 balancer states, resampled points — to float32 or float64 when ``fit`` starts (a resumed
-checkpoint is read in the precision it records, then cast), so one script can train a float32 Adam phase and continue the same run
-(step, History) in a float64 quasi-Newton phase::
+checkpoint is read in the precision it records, then cast), so one script can train a
+float32 Adam phase and continue the same run (step, History) in a float64 quasi-Newton
+phase::
 
     jax.config.update("jax_enable_x64", True)          # before building anything
     ...
@@ -22,7 +23,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from jno_flax._balancer import float_dtype
 
 #: accepted spellings of each precision
 PRECISIONS = {"32-true": ("32-true", "32", 32), "64-true": ("64-true", "64", 64)}
@@ -43,7 +45,7 @@ def resolve_precision(value: Any) -> str | None:
 
 def check_available(precision: str | None) -> None:
     """Raise when ``precision`` cannot be honoured here (float64 without ``jax_enable_x64``)."""
-    if precision == "64-true" and jax.dtypes.canonicalize_dtype(np.float64) != np.float64:
+    if precision == "64-true" and float_dtype() != jnp.float64:
         raise ValueError("`precision=\"64-true\"` needs float64 arrays, which JAX gives only "
                          "with `jax_enable_x64`: call `jax.config.update(\"jax_enable_x64\", "
                          "True)` at the top of the script, before building domains, networks "
