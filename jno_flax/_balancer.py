@@ -100,7 +100,9 @@ class Balancer:
             base = ev.rng if ev.rng is not None else jax.random.PRNGKey(0)
             key = jax.random.fold_in(base, 1 + ev.registry.balancers.index(self))
             weights, new_state = self.weights_from(ev, slot["state"], values, key)
-            weights = weights.astype(float_dtype())
+            # the run's float dtype (its precision), whatever the scheme's arithmetic promoted to
+            weights = weights.astype(values.dtype)
+            new_state = jax.tree.map(_like, new_state, slot["state"])
             if not self.differentiable:
                 weights = jax.lax.stop_gradient(weights)
             if not ev.training:
@@ -126,6 +128,12 @@ class Balancer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} over {self.m} losses>"
+
+
+def _like(new: Any, old: Any) -> Any:
+    """``new`` in the dtype of ``old`` (a balancer's state keeps the dtypes it started the
+    step with, so a float32 phase of an x64 run stays float32)."""
+    return jnp.asarray(new).astype(old.dtype) if hasattr(old, "dtype") else new
 
 
 class AdaptiveWeight(Expr):

@@ -358,10 +358,11 @@ def time_slices(residual: Expr, t: Expr, n_slices: int,
         raise ValueError(f"`n_slices` must be at least 2, got {n_slices!r}.")
     t0, t1 = t_range or t.pointset.domain.time
     edges = [t0 + (t1 - t0) * k / n for k in range(n + 1)]
+    one = 0 * t + 1        # the indicator in t's dtype (a bare `* 1.0` is the default float)
     out = []
     for k in range(n):
         upper = (t <= edges[k + 1]) if k == n - 1 else (t < edges[k + 1])
-        inside = (t >= edges[k]) * upper * 1.0
+        inside = (t >= edges[k]) * upper * one
         out.append((jnn.sum(residual**2 * inside) / jnn.maximum(jnn.sum(inside), 1.0))
                    .name(f"slice_{k}"))
     return out

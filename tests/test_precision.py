@@ -111,3 +111,30 @@ def test_a_float32_checkpoint_resumes_exactly_then_runs_in_float64(tmp_path):
         assert _float_dtypes(resumed.state) == {jnp.dtype("float64")}
         for a, b in zip(jax.tree.leaves(first.state.params), jax.tree.leaves(resumed.state.params)):
             np.testing.assert_array_equal(np.asarray(a, np.float64), np.asarray(b))
+
+
+def test_the_float32_phase_of_an_x64_problem_stays_float32_with_features_and_time_slices():
+    """A fixed Fourier feature matrix (not a Param) and causal time-slice weights follow the
+    precision: the ``"32-true"`` phase of an x64-built problem keeps every float of its state
+    and of the network in float32 (the slices' indicator once made the balancer's state
+    float64 and the step failed), and the ``"64-true"`` phase after it is float64."""
+    import jno_flax.numpy as jnn
+    with jax.enable_x64(True):
+        dom = jno.domain.interval(-1, 1, n_interior=64, n_boundary=2, time=(0, 1), seed=0)
+        x, t = dom.variable("interior")
+        module = jno.nn.Sequential(jno.nn.FourierFeatures(2, 8, rngs=nnx.Rngs(0)),
+                                   jno.nn.MLP(8, 1, hidden=8, depth=1, rngs=nnx.Rngs(1)))
+        net = jno.nn.wrap(module, name="u")
+        u = net(x, t)
+        slices = jno.adaptive.time_slices(u.d(t) - 0.01 * u.d2(x) + jnn.sin(x), t, 4)
+        w = jno.adaptive.causal(slices)
+        crux = jno.core([sum((w[i] * s for i, s in enumerate(slices[1:], 1)),
+                             w[0] * slices[0]).name("pde")])
+        assert module.layers[0].kernel[...].dtype == jnp.float64
+        h = crux.solve(5, precision="32-true", **QUIET)
+        assert _float_dtypes(crux.state) == {jnp.dtype("float32")}
+        assert module.layers[0].kernel[...].dtype == jnp.float32
+        crux.solve(5, precision="64-true", **QUIET)
+        assert _float_dtypes(crux.state) == {jnp.dtype("float64")}
+        assert module.layers[0].kernel[...].dtype == jnp.float64
+        assert len(crux.history.steps) == 10 and h.total_loss[-1] > 0

@@ -142,3 +142,29 @@ def test_a_dense_matrix_over_the_limit_is_a_clear_error():
         t.core().solve(2, **QUIET)
     with pytest.raises(ValueError, match=r"`max_params` must be a positive integer, got 0"):
         ssbroyden(max_params=0)
+
+
+def test_line_search_states_compile_the_chunk_once_across_chunks_and_fits():
+    """optax's line-search info starts weakly typed; the Trainer's fresh optimizer states are
+    strongly typed, so the chunk runner compiles once for six chunks in two ``solve`` calls
+    (it compiled again after the first chunk, and again in the second ``solve``)."""
+    import logging
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    messages: list[str] = []
+    t = TinyProblem()
+    t.net.optimizer(ssbroyden())
+    crux = t.core()
+    handler = Collect()
+    logging.getLogger("jax").addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            crux.solve(30, chunk_size=10, **QUIET)
+            crux.solve(30, chunk_size=10, **QUIET)
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+    assert sum(m.startswith("Compiling jit(run)") for m in messages) == 1, messages
+    assert crux.global_step == 60

@@ -1,7 +1,8 @@
 """``Trainer(precision=...)``: the float dtype of a fit, as Lightning spells it.
 
 ``"32-true"`` and ``"64-true"`` cast the run's floats — points, parameters, optimizer and
-balancer states, resampled points — to float32 or float64 when ``fit`` starts (a resumed
+balancer states, resampled points, and the networks' fixed float variables (a Fourier feature
+matrix) — to float32 or float64 when ``fit`` starts (a resumed
 checkpoint is read in the precision it records, then cast), so one script can train a
 float32 Adam phase and continue the same run (step, History) in a float64 quasi-Newton
 phase::
@@ -23,6 +24,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from flax import nnx
 
 from jno_flax._balancer import float_dtype
 
@@ -67,3 +70,15 @@ def cast_floats(tree: Any, precision: str | None) -> Any:
             return jnp.asarray(x, dtype)
         return x
     return jax.tree.map(cast, tree)
+
+
+def cast_module_constants(trainables, precision: str | None) -> None:
+    """Cast, in place, the float variables of each trainable's module that are not
+    ``nnx.Param`` (a fixed Fourier feature matrix): the compiled step takes them as constants,
+    and one left in float64 would promote a float32 phase's arithmetic."""
+    if precision is None:
+        return
+    for t in trainables:
+        constants = nnx.state(t.module, nnx.Not(nnx.Param))
+        if jax.tree.leaves(constants):
+            nnx.update(t.module, cast_floats(constants, precision))

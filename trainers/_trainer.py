@@ -32,7 +32,8 @@ from jno_flax.trainers._batches import check_batch_size, draw_minibatch, resolve
 from jno_flax.trainers._chunk import ChunkProgram
 from jno_flax.trainers._devices import PointSharding, resolve_devices
 from jno_flax.trainers._history import History
-from jno_flax.trainers._precision import cast_floats, check_available, resolve_precision
+from jno_flax.trainers._precision import (cast_floats, cast_module_constants, check_available,
+                                          resolve_precision)
 from jno_flax.trainers._lightning import LightningAttributes, unsupported
 from jno_flax.trainers._processes import (Processes, digest_arrays, digest_json,
                                           probe_transform)
@@ -62,6 +63,17 @@ class _Launch(NamedTuple):
 def _deleted(state: TrainState) -> bool:
     """True when the state's buffers were donated to a chunk that did not return."""
     return any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(state))
+
+
+def owned(tree: Any) -> Any:
+    """Copies of ``tree``'s leaves with strong dtypes: distinct buffers (the state is donated
+    to the compiled chunks, and some transforms share arrays between leaves) and no weak
+    types (optax's line-search info starts weakly typed and would leave the first chunk
+    strongly typed, so the next chunk would compile again)."""
+    def own(x):
+        x = jnp.asarray(x)
+        return jnp.array(x, dtype=x.dtype, copy=True)
+    return jax.tree.map(own, tree)
 
 
 class Trainer(LightningAttributes):
@@ -460,6 +472,7 @@ class Trainer(LightningAttributes):
             start = int(problem.state.step) if continue_run else 0
             self.txs = self.transforms_at(start)
             check_available(self.precision)
+            cast_module_constants(problem.trainables, self.precision)
             self.state = cast_floats(self._initial_state(problem, continue_run), self.precision)
             self._step = int(self.state.step)
             self.history = (problem.history if continue_run and problem.history is not None
@@ -656,7 +669,7 @@ class Trainer(LightningAttributes):
         opt_state = dict(state.opt_state)
         for n, tx in txs.items():
             if tx is not self.txs[n]:
-                opt_state[n] = jax.tree.map(jnp.copy, tx.init(state.params[n]))
+                opt_state[n] = owned(tx.init(state.params[n]))
         for cb in self._switches:
             cb.done = cb.done or step >= cb.at_step
         self.txs = txs
@@ -670,8 +683,8 @@ class Trainer(LightningAttributes):
         registry = problem.registry
         # copies: the state is donated to the compiled chunks; the modules and
         # ``problem.state`` stay usable (and consistent) if a chunk fails
-        prev = jax.tree.map(jnp.copy, problem.state) if continue_run else None
-        params = {registry.name(t): jax.tree.map(jnp.copy, t.params())
+        prev = owned(problem.state) if continue_run else None
+        params = {registry.name(t): owned(t.params())
                   for t in registry.trainables}
         opt_state = {}
         for name, tx in self.txs.items():
@@ -680,9 +693,9 @@ class Trainer(LightningAttributes):
             if old is not None and jax.tree.structure(old) == jax.tree.structure(fresh):
                 opt_state[name] = old
             else:  # distinct buffers: some transforms (lbfgs) share arrays between leaves
-                opt_state[name] = jax.tree.map(jnp.copy, tx.init(params[name]))
+                opt_state[name] = owned(tx.init(params[name]))
         # distinct buffers for every leaf: the state is donated to the compiled chunks
-        fresh_extras = jax.tree.map(jnp.copy, {
+        fresh_extras = owned({
             **registry.initial_extras(), **{u.name: u.init() for u in self.updates},
             **{cb.initial_points().name: cb.initial_points().init() for cb in self._growing}})
         if prev is not None:
