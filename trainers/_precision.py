@@ -2,10 +2,9 @@
 
 ``"32-true"`` and ``"64-true"`` cast the run's floats — points, parameters, optimizer and
 balancer states, resampled points, and the networks' fixed float variables (a Fourier feature
-matrix) — to float32 or float64 when ``fit`` starts (a resumed
-checkpoint is read in the precision it records, then cast), so one script can train a
-float32 Adam phase and continue the same run (step, History) in a float64 quasi-Newton
-phase::
+matrix) — to float32 or float64 when ``fit`` starts (a resumed checkpoint is read in the
+precision it records, then cast), so one script can train a float32 Adam phase and continue
+the same run (step, History) in a float64 quasi-Newton phase::
 
     jax.config.update("jax_enable_x64", True)          # before building anything
     ...
@@ -24,7 +23,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-
 from flax import nnx
 
 from jno_flax._balancer import float_dtype
