@@ -24,6 +24,16 @@ Three declarations shape the fused loop:
 * :meth:`Callback.sync_every` asks for a chunk boundary every ``n`` steps, where
   ``trainer.state`` is the state after that step.
 
+Changes that cannot happen inside a compiled chunk (a new optimizer, a point set that grows)
+happen at chunk boundaries, through the boundary protocol:
+
+* :meth:`Callback.optimizer_phases` declares optimizer transforms from given steps on (the
+  trainer starts a chunk there and gives the changed transforms a fresh state);
+* :meth:`Callback.next_boundary` asks for a chunk to start at a step;
+* :meth:`Callback.enter_chunk` returns the state a chunk starts with;
+* :meth:`Callback.restore_target` gives the structure of the state a checkpoint of a step
+  holds.
+
 While callbacks run, the next chunk is already computing (``Trainer(overlap_callbacks=True)``);
 ``trainer.state`` is the state after the chunk being reported. A callback that stops training
 or assigns a new ``trainer.state`` makes the trainer drop the chunk in flight and go on from
@@ -42,7 +52,7 @@ from jno_flax._checks import positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Expr, Problem
-    from jno_flax.trainers import Trainer
+    from jno_flax.trainers import Trainer, TrainState
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,13 +66,20 @@ class StateUpdate:
             entry that point set's points).
         interval: period in steps.
         init: ``() -> value`` before training.
-        update: ``(state, batch) -> value``, traced inside the step.
+        update: ``(state, batch) -> value``, traced inside the step; ``None`` for an entry
+            that changes only at chunk boundaries (:meth:`Callback.enter_chunk`, e.g. a point
+            set that grows), declared here for its ``init`` and its owner.
     """
 
     name: str
     interval: int
     init: Callable[[], Any]
-    update: Callable[[Any, dict], Any]
+    update: Callable[[Any, dict], Any] | None = None
+
+    @property
+    def in_loop(self) -> bool:
+        """The entry changes inside the compiled loop (it has an ``update``)."""
+        return self.update is not None
 
     def __post_init__(self):
         check_name("name", self.name)
@@ -205,6 +222,36 @@ class Callback:
         """Ask for a chunk boundary after every ``n``-th step (``trainer.state`` is then the
         state after that step), or ``None``."""
         return None
+
+    # ------------------------------------------------------------------ chunk boundaries
+    def optimizer_phases(self, trainer: "Trainer", trained: list[str]
+                         ) -> Sequence[tuple[int, dict[str, Any]]]:
+        """Optimizer phases ``[(at_step, {trainable name: optax transform})]``: from step
+        ``at_step`` on, those trainables train with those transforms (``trained``: the names
+        of the trained trainables). The trainer starts a chunk at every ``at_step`` and gives
+        a transform that changed there a fresh state at the weights reached."""
+        return ()
+
+    def next_boundary(self, trainer: "Trainer", step: int) -> int | None:
+        """The first step after ``step`` at which a chunk must start (there
+        :meth:`enter_chunk` may change the state), or ``None``. Default: the boundaries of
+        :meth:`sync_every`."""
+        n = self.sync_every(trainer)
+        return None if n is None else (step // n + 1) * n
+
+    def enter_chunk(self, trainer: "Trainer", state: "TrainState", step: int) -> "TrainState":
+        """The state a chunk that starts at step ``step`` begins with (called at every chunk
+        start, outside the compiled code; default: ``state`` unchanged). It must depend on
+        ``state`` and ``step`` only: a chunk may be entered again after a stop or a restore."""
+        return state
+
+    def restore_target(self, trainer: "Trainer", target: "TrainState", step: int
+                       ) -> "TrainState":
+        """The structure (arrays or ``jax.ShapeDtypeStruct`` leaves) of the state a checkpoint
+        of step ``step`` holds, given ``target``, the trainer's structure for it; default:
+        ``target`` unchanged. A callback whose :meth:`enter_chunk` changes shapes says here
+        which shapes the state had after step ``step - 1``."""
+        return target
 
     def stopping_step(self, trainer: "Trainer", chunk: ChunkMetrics) -> int | None:
         """The step of ``chunk`` after which this callback's hooks will stop training, or

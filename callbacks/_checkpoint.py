@@ -40,7 +40,7 @@ from jno_flax.callbacks._callback import Callback, ChunkMetrics
 from jno_flax.callbacks._checkpoint_dir import DirectoryLock, Entry, foreign, list_entries
 from jno_flax.callbacks._logger import next_version, next_version_numbers
 from jno_flax.callbacks._periodic import EveryNSteps
-from jno_flax.callbacks._restore import RESERVED_ENTRIES, fingerprint, history_arrays
+from jno_flax._checkpoint_format import RESERVED_ENTRIES, fingerprint, history_arrays
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem

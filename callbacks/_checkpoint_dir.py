@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import orbax.checkpoint as ocp
 
-from jno_flax.callbacks._restore import READ_ERRORS, read_metadata
+from jno_flax._checkpoint_format import READ_ERRORS, read_metadata
 
 LOCK_NAME = ".lock"
 

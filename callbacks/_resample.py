@@ -132,7 +132,10 @@ class ResamplePoints(Callback):
             self._grow = jax.jit(self._draw(problem, replace=False)) if self.grows else None
 
     def state_updates(self, trainer: "Trainer", problem: "Problem") -> Sequence[StateUpdate]:
-        return () if self.grows else (self._update,)
+        if self.grows:  # the entry changes at chunk boundaries (enter_chunk)
+            return (StateUpdate(self._update.name, self.every_n_train_steps,
+                                self._update.init),)
+        return (self._update,)
 
     def initial_points(self) -> StateUpdate:
         """The state entry of the points (its ``init``), also for ``rar-d``."""
@@ -172,16 +175,29 @@ class ResamplePoints(Callback):
 
         return draw
 
-    def grow(self, state: "TrainState", batch: dict[str, jax.Array], step: int
-             ) -> "TrainState":
+    # ------------------------------------------------------------------ boundaries (rar-d)
+    def enter_chunk(self, trainer: "Trainer", state: "TrainState", step: int) -> "TrainState":
         """``rar-d``: the state that starts step ``step``, with the points added by the
         resamples due up to it (none when the state has them already)."""
+        if not self.grows:
+            return state
+        batch = trainer.points
         points = state.extras[self._key]
         while points.shape[0] < self.size_at(step):
             at = step - step % self.every_n_train_steps
             points = self._grow(state.replace(step=jnp.asarray(at, state.step.dtype)),
                                 {**batch, self._key: points})
         return state.replace(extras={**state.extras, self._key: points})
+
+    def restore_target(self, trainer: "Trainer", target: "TrainState", step: int
+                       ) -> "TrainState":
+        """``rar-d``: a checkpoint of step ``step`` holds the points of step ``step - 1``."""
+        if not self.grows:
+            return target
+        points = target.extras[self._key]
+        grown = jax.ShapeDtypeStruct((self.size_at(max(step - 1, 0)),) + points.shape[1:],
+                                     points.dtype)
+        return target.replace(extras={**target.extras, self._key: grown})
 
 
 def _depends_on(expr: Expr, ps: PointSet) -> bool:

@@ -53,8 +53,13 @@ class SwitchOptimizer(Callback):
                              f"trained trainables; trained: {trained}.")
         return dict(self.optimizer)
 
-    def on_fit_start(self, trainer: "Trainer", problem: "Problem") -> None:
-        self.transforms(list(trainer.txs))
+    def optimizer_phases(self, trainer: "Trainer", trained: list[str]
+                         ) -> list[tuple[int, dict[str, optax.GradientTransformation]]]:
+        return [(self.at_step, self.transforms(trained))]
+
+    def enter_chunk(self, trainer: "Trainer", state: Any, step: int) -> Any:
+        self.done = self.done or step >= self.at_step
+        return state
 
     def on_train_start(self, trainer: "Trainer", problem: "Problem") -> None:
         if trainer.global_step > self.at_step and not self.done:

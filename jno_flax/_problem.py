@@ -167,7 +167,7 @@ class Problem:
         else:
             trainer = Trainer(max_steps=target, **trainer_kwargs)
             self._solver = (dict(trainer_kwargs), trainer)
-        return trainer._fit(self, None, continue_run=True)
+        return trainer.continue_fit(self)
 
     # ------------------------------------------------------------------ weights
     def save_weights(self, path: str) -> str:

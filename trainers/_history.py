@@ -6,9 +6,12 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from jno_flax.callbacks import ChunkMetrics
 
 
 @dataclass
@@ -83,6 +86,13 @@ class History:
         self._total.append(total)
         for name, col in self._losses.items():
             col.append(losses[name])
+
+    def record_chunk(self, chunk: "ChunkMetrics") -> None:
+        """Append a chunk's records: losses, skipped steps and in-graph quantities."""
+        self.record_steps(chunk.steps, chunk.loss, chunk.losses)
+        self.record_skipped(chunk.skipped)
+        for name, (at, v) in chunk.values.items():
+            self.record_values(name, at, v)
 
     def record_skipped(self, steps: np.ndarray) -> None:
         """Note steps that were not applied (non-finite loss or update)."""

@@ -34,7 +34,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jno_flax.callbacks._callback import Callback
-from jno_flax.callbacks._restore import READ_ERRORS, read_metadata, resolve
+from jno_flax._checkpoint_format import READ_ERRORS, fingerprint, read_metadata, resolve
 from jno_flax.optimizers import Objective
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,6 +86,36 @@ def probe_transform(tx: Any, params: Any, steps: int = 2) -> list[np.ndarray]:
                                    value_fn=value_fn)
         params = optax.apply_updates(params, updates)
         out += [np.asarray(u) for u in jax.tree.leaves(updates)]
+    return out
+
+
+def digest_names(trainer: "Trainer") -> list[str]:
+    """The names of :func:`run_digests`, in order (known without building anything)."""
+    return (["problem", "points", "initial state", "callbacks",
+             "optimizers (their updates on a probe problem)"]
+            + [f"setting `{k}`" for k in [*trainer.settings(), "devices", "batch_size"]])
+
+
+def run_digests(trainer: "Trainer") -> dict[str, bytes]:
+    """What every process of a run must have built alike (see ``Processes.check_start``)."""
+    problem, state = trainer.problem, trainer.state
+    callbacks = [(type(cb).__name__, cb.state_key, cb.sync_every(trainer))
+                 for cb in trainer.callbacks]
+    phases = [0, *trainer.phases.starts]
+    probes = {f"{n}@{s}": probe_transform(tx, state.params[n])
+              for s in phases for n, tx in trainer.transforms_at(s).items()}
+    out = {"problem": digest_json({"fingerprint": fingerprint(problem, state),
+                                   "quantities": [(q.name, q.interval)
+                                                  for q in trainer.quantities.items]}),
+           "points": digest_arrays(problem.registry.batch()),
+           "initial state": digest_arrays(state),
+           "callbacks": digest_json({"callbacks": callbacks,
+                                     "updates": [(u.name, u.interval) for u in trainer.updates],
+                                     "switches": phases}),
+           "optimizers (their updates on a probe problem)": digest_arrays(probes)}
+    settings = {**trainer.settings(), "devices": [d.id for d in trainer.sharding.devices],
+                "batch_size": trainer.batch_sizes}
+    out.update({f"setting `{k}`": digest_json(v) for k, v in settings.items()})
     return out
 
 

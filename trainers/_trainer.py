@@ -2,62 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import signal
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
-from jno_flax._balancer import AdaptiveWeight
-from jno_flax._checks import optax_transform, positive_int
+from jno_flax._checks import positive_int
 from jno_flax._evaluate import Evaluator
-from jno_flax._expr import is_mean_square
 from jno_flax._problem import Problem
 from jno_flax._seed import default_seed
 from jno_flax._warnings import warn
 from jno_flax.optimizers import Objective
-from jno_flax.callbacks._callback import (Callback, ChunkMetrics, InGraph, StateUpdate,
-                                          StepMetrics)
+from jno_flax.callbacks._callback import Callback, ChunkMetrics, StateUpdate
 from jno_flax.callbacks._logger import Logger
-from jno_flax.callbacks._periodic import EveryNSteps
-from jno_flax.callbacks._resample import ResamplePoints
-from jno_flax.callbacks._restore import fingerprint, restore
-from jno_flax.callbacks._switch import SwitchOptimizer
+from jno_flax.callbacks._timer import Timer, parse_max_time
 from jno_flax.trainers._batches import check_batch_size, draw_minibatch, resolve_batch_sizes
+from jno_flax._checkpoint_format import restore
 from jno_flax.trainers._chunk import ChunkProgram
 from jno_flax.trainers._devices import PointSharding, resolve_devices
 from jno_flax.trainers._history import History
+from jno_flax.trainers._hooks import (assemble, check_callbacks, collect_updates,
+                                      resolve_loggers)
+from jno_flax.trainers._lightning import LightningAttributes, unsupported
+from jno_flax.trainers._loop import Loop
+from jno_flax.trainers._phases import OptimizerPhases, owned
 from jno_flax.trainers._precision import (cast_floats, cast_module_constants, check_available,
                                           resolve_precision)
-from jno_flax.trainers._lightning import LightningAttributes, unsupported
-from jno_flax.trainers._processes import (Processes, digest_arrays, digest_json,
-                                          probe_transform)
+from jno_flax.trainers._processes import Processes, digest_names, run_digests
+from jno_flax.trainers._quantities import Quantities, collect
+from jno_flax.trainers._residuals import constraint_residuals
 from jno_flax.trainers._signals import SIGNALS, DeferredSignals
-from jno_flax.trainers._state import TrainState, copy_tree
-from jno_flax.callbacks._timer import Timer, parse_max_time
+from jno_flax.trainers._state import TrainState
 
 DEFAULT_CHUNK = 1000
 DEFAULT_LEARNING_RATE = 1e-3
-
-
-class _Launch(NamedTuple):
-    """A chunk dispatched to the device: steps ``s0 .. end - 1``, its (future) state and
-    records, and for an early stop a copy of its first state (``start``) and ``replay(first,
-    limit)``, the same compiled chunk run from ``first`` with the steps from ``limit`` on
-    changing nothing (so the state after step ``limit - 1`` is bit-identical)."""
-
-    s0: int
-    end: int
-    program: ChunkProgram
-    state: TrainState
-    records: Any
-    start: TrainState | None
-    replay: Callable[[TrainState, int], TrainState]
 
 
 def _deleted(state: TrainState) -> bool:
@@ -65,24 +49,16 @@ def _deleted(state: TrainState) -> bool:
     return any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(state))
 
 
-def owned(tree: Any) -> Any:
-    """Copies of ``tree``'s leaves with strong dtypes: distinct buffers (the state is donated
-    to the compiled chunks, and some transforms share arrays between leaves) and no weak
-    types (optax's line-search info starts weakly typed and would leave the first chunk
-    strongly typed, so the next chunk would compile again)."""
-    def own(x):
-        x = jnp.asarray(x)
-        return jnp.array(x, dtype=x.dtype, copy=True)
-    return jax.tree.map(own, tree)
-
-
 class Trainer(LightningAttributes):
     """Trains a :class:`~jno_flax.Problem` in compiled chunks of fused steps.
 
     Steps run inside one ``jax.jit`` per chunk (``lax.scan``, state buffers donated); the
     host sees the per-step losses and in-graph quantities only after a chunk, in step order.
-    Chunks end at ``chunk_size`` steps, at ``max_steps``, and wherever a callback asks for
-    the state at a step (:meth:`Callback.sync_every`).
+    Chunks end at ``chunk_size`` steps, at ``max_steps``, and wherever a callback asks for a
+    boundary (:meth:`Callback.sync_every`, :meth:`Callback.next_boundary`, an optimizer
+    phase). The Trainer coordinates: callbacks declare what happens inside the chunks
+    (``trainers/_quantities.py``, ``trainers/_chunk.py``) and at their boundaries
+    (``trainers/_phases.py``, :meth:`Callback.enter_chunk`); ``trainers/_loop.py`` runs them.
 
     Args:
         max_steps: total number of steps of the run (see :meth:`fit` for new runs and
@@ -112,8 +88,8 @@ class Trainer(LightningAttributes):
             With several processes, SIGTERM on any of them stops all at the same step
             (JAX's preemption sync point; see ``trainers/_processes.py``).
         overlap_callbacks: dispatch the next chunk before running the callbacks of the last
-            one, so host work overlaps device work (see :meth:`_run`); the numbers are the
-            same either way.
+            one, so host work overlaps device work (see ``trainers/_loop.py``); the numbers
+            are the same either way.
         batch_size: mini-batches: every step trains on a random subset of the points, drawn
             inside the step from the state's PRNG key (without replacement). An int applies
             to every point set with more points; ``{variable: size}`` to the point set of each
@@ -132,6 +108,11 @@ class Trainer(LightningAttributes):
             run's to float round-off. With several processes, every process runs the same
             script; only process 0 writes logs, figures and the progress bar, and every
             process returns the same History (see ``trainers/_processes.py``).
+        nested_intervals: place periodic in-graph events (interval quantities, resampling) at
+            the starts of nested blocks instead of a per-step ``lax.cond`` (see
+            ``trainers/_chunk.py``); ``None`` (default): on accelerators, not on CPU.
+        sigterm_exit_code: the exit status of a run stopped by SIGTERM after saving (a
+            clean, resumable stop); default 0.
 
     A step whose loss or updated parameters are not finite is recorded (its loss in the
     History) but not applied: the parameters, optimizer and balancer states stay as they were.
@@ -140,9 +121,6 @@ class Trainer(LightningAttributes):
     :meth:`configure_optimizers`, :meth:`compute_losses`, :meth:`aggregate_loss`,
     :meth:`apply_gradients` and :meth:`training_step`.
     """
-
-    #: exit status of a run stopped by SIGTERM after saving (a clean, resumable stop)
-    SIGTERM_EXIT_CODE = 0
 
     def __init__(self, max_steps: int, callbacks: Sequence[Callback] = (),
                  logger: bool | Logger | Sequence[Logger] | None = True,
@@ -153,25 +131,17 @@ class Trainer(LightningAttributes):
                  max_record_bytes: int = 256 * 2**20, handle_signals: bool = True,
                  overlap_callbacks: bool = True, batch_size: Any = None,
                  devices: Any = "auto", enable_checkpointing: bool = True,
-                 precision: str | int | None = None, **unknown: Any):
+                 precision: str | int | None = None, nested_intervals: bool | None = None,
+                 sigterm_exit_code: int = 0, **unknown: Any):
         if unknown:
             raise unsupported(unknown, sorted(set(inspect.signature(Trainer.__init__).parameters)
                                               - {"self", "unknown"}))
         self.max_steps = positive_int("max_steps", max_steps)
-        if not isinstance(callbacks, (list, tuple)):
-            raise TypeError(f"`callbacks` must be a list of Callback instances, got "
-                            f"{type(callbacks).__name__}.")
-        for i, cb in enumerate(callbacks):
-            if not isinstance(cb, Callback):
-                raise TypeError(f"`callbacks[{i}]` must be a jno_flax.callbacks.Callback "
-                                f"instance, got {type(cb).__name__}: {cb!r}.")
-            if isinstance(cb, Logger):
-                raise TypeError(f"`callbacks[{i}]` is a logger ({type(cb).__name__}); pass "
-                                "loggers with `Trainer(logger=...)`, as in Lightning.")
+        self.user_callbacks = check_callbacks(callbacks)
         self.seed = default_seed(seed)
         self.enable_checkpointing = bool(enable_checkpointing)
         self.default_root_dir = default_root_dir or "runs"
-        self.loggers: list[Logger] = self._loggers(logger)
+        self.loggers: list[Logger] = resolve_loggers(logger)
         #: the time limit of ``max_time`` (counted across fits of this trainer and resumes)
         self.timer = None if max_time is None else Timer(parse_max_time("max_time", max_time))
         self.chunk_size = positive_int("chunk_size", chunk_size, allow_none=True) or DEFAULT_CHUNK
@@ -188,54 +158,46 @@ class Trainer(LightningAttributes):
         self.sharding = PointSharding(resolve_devices(devices))
         #: the processes of a ``jax.distributed`` run (one without it)
         self.processes = Processes()
+        #: interval events at the start of nested blocks instead of a per-step ``lax.cond``
+        self.nested_intervals = (jax.default_backend() != "cpu" if nested_intervals is None
+                                 else bool(nested_intervals))
+        if isinstance(sigterm_exit_code, bool) or not isinstance(sigterm_exit_code, int):
+            raise TypeError(f"`sigterm_exit_code` must be an int exit status, got "
+                            f"{sigterm_exit_code!r}.")
+        #: the exit status of a run stopped by SIGTERM after saving
+        self.sigterm_exit_code = sigterm_exit_code
+        # ---- per fit (see `_start`)
+        self.problem: Problem | None = None
+        self.callbacks: list[Callback] = []
+        self.state: TrainState | None = None
+        self.history: History | None = None
+        #: the in-graph quantities of the fit (``trainers/_quantities.py``)
+        self.quantities = Quantities(())
+        #: entries of ``TrainState.extras`` the callbacks own (resampled points)
+        self.updates: list[StateUpdate] = []
+        #: the optimizer transforms of the fit, step by step (``trainers/_phases.py``)
+        self.phases = OptimizerPhases({})
         #: ``{point-set key: mini-batch size}`` of the current fit
         self.batch_sizes: dict[str, int] = {}
-        #: entries of ``TrainState.extras`` changed inside the loop (resampled points)
-        self.updates: list[StateUpdate] = []
-        self._growing: list[ResamplePoints] = []
+        #: the fit's points by point-set key, placed on the devices
+        self.points: dict[str, jax.Array] = {}
+        self.should_stop = False
+        self.stop_reason: str | None = None
         self.received_signal: signal.Signals | None = None
         #: the checkpoint this fit resumed from (``None`` when it did not), as in Lightning
         self.ckpt_path: str | None = None
         self._callback_metrics: dict[str, float] = {}
-        self.user_callbacks = list(callbacks)
-        self.callbacks: list[Callback] = []
-        self.should_stop = False
-        self.stop_reason: str | None = None
-        self.state: TrainState | None = None
-        self.problem: Problem | None = None
-        self.history: History | None = None
-        self.quantities: list[InGraph] = []
-        self.txs: dict[str, optax.GradientTransformation] = {}
-        self._base_txs: dict[str, optax.GradientTransformation] = {}
-        self._switches: list[SwitchOptimizer] = []
-        #: interval quantities at the start of nested blocks instead of a per-step ``lax.cond``
-        #: (see ``trainers/_chunk.py``); default: on accelerators, not on CPU
-        self.nested_intervals = jax.default_backend() != "cpu"
         self._step = 0
         self._skipped_at_start = 0
-        self._default_checkpoint = None
+        self._checkpoint = None
         self._cache: dict[Any, tuple[Any, Any, int]] = {}
+        self._tracing: dict[str, optax.GradientTransformation] | None = None
         self._default_tx = optax.adam(DEFAULT_LEARNING_RATE)
 
-    @staticmethod
-    def _loggers(logger: Any) -> list[Logger]:
-        from jno_flax.callbacks import TensorBoardLogger
-        accepted = ("True (a TensorBoardLogger under `default_root_dir`), False/None, a "
-                    "jno_flax.callbacks.Logger or a list of them")
-        if logger is True:
-            return [TensorBoardLogger()]
-        if logger is False or logger is None:
-            return []
-        if isinstance(logger, Logger):
-            return [logger]
-        if isinstance(logger, (list, tuple)):
-            for i, lg in enumerate(logger):
-                if not isinstance(lg, Logger):
-                    raise TypeError(f"`logger[{i}]` must be a jno_flax.callbacks.Logger, got "
-                                    f"{type(lg).__name__}: {lg!r}; accepted: {accepted}.")
-            return list(logger)
-        raise TypeError(f"`logger` must be {accepted}; got {type(logger).__name__}: "
-                        f"{logger!r}.")
+    @property
+    def SIGTERM_EXIT_CODE(self) -> int:  # noqa: N802 - the name before `sigterm_exit_code`
+        """Deprecated spelling of :attr:`sigterm_exit_code`."""
+        return self.sigterm_exit_code
 
     @property
     def logger(self) -> Logger | None:
@@ -263,17 +225,41 @@ class Trainer(LightningAttributes):
         """True on process 0, the one that writes logs, figures and the progress bar."""
         return self.processes.index == 0
 
+    @property
+    def txs(self) -> dict[str, optax.GradientTransformation]:
+        """The optax transform of every trained trainable: inside :meth:`training_step`,
+        those of the chunk being compiled; elsewhere those of :attr:`global_step`."""
+        return self._tracing if self._tracing is not None else self.transforms_at(self._step)
+
+    def transforms_at(self, step: int) -> dict[str, optax.GradientTransformation]:
+        """The optax transform of every trained trainable at ``step``: those of
+        :meth:`configure_optimizers`, replaced by the callbacks' optimizer phases
+        (``SwitchOptimizer``) whose step is reached."""
+        return self.phases.at(step)
+
     def logged_names(self) -> list[str]:
         """What ``fit`` records and callbacks may refer to (``monitor``, ``metrics``):
         ``"loss"``, the constraint names and the in-graph quantity names."""
-        return (["loss"] + list(self.problem.constraints)
-                + [q.name for q in self.quantities])
+        return ["loss"] + list(self.problem.constraints) + self.quantities.names
 
     def stop(self, reason: str) -> None:
         """Ask training to stop after the current chunk, recording ``reason``."""
         if not self.should_stop:
             self.should_stop = True
             self.stop_reason = reason
+
+    def active_callbacks(self) -> list[Callback]:
+        """The callbacks whose hooks run on this process: all on process 0; on the others,
+        those not marked ``global_zero_only`` (loggers, figures, the progress bar)."""
+        return [cb for cb in self.callbacks if self.is_global_zero or not cb.global_zero_only]
+
+    def default_checkpoint(self) -> Callback:
+        """The ``ModelCheckpoint`` of ``enable_checkpointing`` (kept across the fits of this
+        trainer, so a continued run keeps its folder)."""
+        from jno_flax.callbacks import ModelCheckpoint
+        if self._checkpoint is None:
+            self._checkpoint = ModelCheckpoint()
+        return self._checkpoint
 
     # ------------------------------------------------------------------ override points
     def configure_optimizers(self, problem: Problem) -> dict[str, optax.GradientTransformation]:
@@ -315,12 +301,13 @@ class Trainer(LightningAttributes):
         trained = {n: state.params[n] for n in grads}
         if value_fn is not None and not isinstance(value_fn, Objective):
             value_fn = Objective(value_fn)
+        txs = self.txs
         for name, g in grads.items():
             extra = {}
             if value is not None and value_fn is not None:
                 extra = {"value": value, "grad": g,
                          "value_fn": value_fn.restricted(trained, name)}
-            tx = optax.with_extra_args_support(self.txs[name])
+            tx = optax.with_extra_args_support(txs[name])
             updates, opt_state[name] = tx.update(g, state.opt_state[name], state.params[name],
                                                  **extra)
             params[name] = optax.apply_updates(state.params[name], updates)
@@ -335,7 +322,7 @@ class Trainer(LightningAttributes):
         pass as the loss).
         """
         problem = self.problem
-        every_step = self._dense_quantities()
+        every_step = self.quantities.dense
         outputs = list(problem.constraints.values()) + [q.expr for q in every_step]
         trained = {n: p for n, p in state.params.items() if n in self.txs}
         fixed = {n: p for n, p in state.params.items() if n not in self.txs}
@@ -357,29 +344,19 @@ class Trainer(LightningAttributes):
 
     def _residuals(self, problem: Problem, state: TrainState, batch: dict[str, jax.Array],
                    fixed: dict[str, Any]) -> tuple[Callable | None, str]:
-        """``(residuals, why_not)``: the function ``{trained name: params} -> ρ`` with
-        ``loss = ‖ρ‖²`` (every constraint's residual over ``√size``, stacked), or ``None`` and
-        the reason when the loss is not a plain sum of mean squares."""
-        advice = ("Gauss–Newton methods (`engd`) need every constraint to be a mean square "
-                  "(`residual.mse`) and the loss their plain sum")
+        """The residuals of a plain sum of mean squares (``trainers/_residuals.py``), or
+        ``None`` and the reason."""
         if (type(self).compute_losses is not Trainer.compute_losses
                 or type(self).aggregate_loss is not Trainer.aggregate_loss):
-            return None, (f"{advice}; {type(self).__name__} overrides `compute_losses` or "
-                          "`aggregate_loss`.")
-        inner = {}
-        for name, expr in problem.constraints.items():
-            if not is_mean_square(expr):
-                return None, (f"{advice}; constraint {name!r} is {expr!r}. Adaptive weights "
-                              "are not supported; weight a term through its residual, "
-                              "`(c**0.5 * r).mse`.")
-            inner[name] = expr.children[0]
+            return None, ("Gauss–Newton methods (`engd`) need every constraint to be a mean "
+                          f"square and the loss their plain sum; {type(self).__name__} "
+                          "overrides `compute_losses` or `aggregate_loss`.")
+        return constraint_residuals(problem, state, batch, fixed)
 
-        def residuals(trained_params):
-            ev = Evaluator.of_state(problem.registry, state, batch, list(inner.values()),
-                                    params={**fixed, **trained_params})
-            parts = [ev.value(e) for e in inner.values()]
-            return jnp.concatenate([jnp.ravel(v) / np.sqrt(v.size) for v in parts])
-        return residuals, ""
+    def minibatch(self, state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """The points step ``state.step`` trains on: a random subset of each point set with a
+        mini-batch size (``Trainer(batch_size=...)``), all points of the others."""
+        return draw_minibatch(self.batch_sizes, state, batch)
 
     # ------------------------------------------------------------------ fit
     def fit(self, problem: Problem, ckpt_path: str | None = None) -> History:
@@ -400,28 +377,28 @@ class Trainer(LightningAttributes):
         """
         return self._fit(problem, ckpt_path, continue_run=self.problem is problem)
 
+    def continue_fit(self, problem: Problem) -> History:
+        """Train ``problem`` on from its live run (``problem.state`` and ``problem.history``,
+        when it has one) up to ``max_steps``: what ``problem.solve`` does."""
+        return self._fit(problem, None, continue_run=True)
+
     def _fit(self, problem: Problem, ckpt_path: str | None, continue_run: bool) -> History:
-        """``fit``; ``continue_run`` starts from ``problem.state`` and ``problem.history``
-        (used by ``fit`` on the same problem and by ``Problem.solve``)."""
         if not isinstance(problem, Problem):
             raise TypeError(f"`problem` must be a jno_flax.Problem (from `jno.core([...])`), "
                             f"got {type(problem).__name__}.")
         problem.check_precision()
-        continue_run = continue_run and problem.state is not None
-        self.problem = problem
-        self.ckpt_path = None
+        self.problem, self.ckpt_path = problem, None
         self.should_stop, self.stop_reason, self.received_signal = False, None, None
-        self.callbacks = self._assemble_callbacks(problem)
+        self.callbacks = assemble(self, problem)
         started = time.perf_counter()
-        stage = "fit"
         # several processes: SIGTERM is JAX's preemption notice (see trainers/_processes.py)
         signals = (signal.SIGINT,) if self.processes.several else SIGNALS
         with DeferredSignals(self, enabled=self.handle_signals, signals=signals):
             try:
-                self._start(problem, continue_run, stage)
+                self._start(problem, continue_run and problem.state is not None)
                 if ckpt_path is not None:
                     self._restore(problem, ckpt_path)
-                self._run(problem)
+                self._train(problem)
                 self._call("on_train_end")
                 self.publish_weights(problem)
                 self._call("on_fit_end")
@@ -434,10 +411,10 @@ class Trainer(LightningAttributes):
                     self.history.stop_reason = self.stop_reason
                 if self.state is not None and not _deleted(self.state):
                     self.publish_weights(problem)
-                self._call("teardown", stage)
+                self._call("teardown", "fit")
         self._report_skipped()
         if self.received_signal == signal.SIGTERM:
-            raise SystemExit(self.SIGTERM_EXIT_CODE)
+            raise SystemExit(self.sigterm_exit_code)
         if self.received_signal == signal.SIGINT:
             raise KeyboardInterrupt
         return self.history
@@ -451,71 +428,44 @@ class Trainer(LightningAttributes):
                  "values on those steps. See `history.skipped_steps`, and `TerminateOnNaN` "
                  "to stop at the first.", RuntimeWarning)
 
-    def _start(self, problem: Problem, continue_run: bool, stage: str) -> None:
+    def _start(self, problem: Problem, continue_run: bool) -> None:
         """Everything ``fit`` does before training: ``setup``, optimizers, the initial state,
         the History, the quantities, ``on_fit_start``. With several processes, they then
         compare what they built; an exception on one of them is re-raised there and reported
         by the others, so that none waits in a collective for a process that is gone."""
         failure = None
         try:
-            if not self.is_global_zero:   # a logger's setup only chooses its version, which
-                for lg in self.loggers:   # a default checkpoint directory derives from
-                    lg.setup(self, problem, stage)
-            self._call("setup", stage)
-            self._base_txs = {n: optax_transform(f"configure_optimizers()[{n!r}]", tx)
-                              for n, tx in self.configure_optimizers(problem).items()}
-            self._switches = sorted((cb for cb in self.callbacks
-                                     if isinstance(cb, SwitchOptimizer)),
-                                    key=lambda cb: cb.at_step)
-            self.batch_sizes = resolve_batch_sizes(self.batch_size, problem)
-            self.updates = self._collect_updates(problem)
-            start = int(problem.state.step) if continue_run else 0
-            self.txs = self.transforms_at(start)
-            check_available(self.precision)
-            cast_module_constants(problem.trainables, self.precision)
-            self.state = cast_floats(self._initial_state(problem, continue_run), self.precision)
-            self._step = int(self.state.step)
-            self.history = (problem.history if continue_run and problem.history is not None
-                            else History(list(problem.constraints), run_id=History.new_run_id()))
-            self.quantities = self._collect_quantities(problem)
+            self._build(problem, continue_run)
             self._call("on_fit_start")
         except Exception as err:  # noqa: BLE001 - re-raised by check_start, on every process
             if not self.processes.several:
                 raise
             failure = err
         if self.processes.several:
-            self.processes.check_start(self._digest_names(),
-                                       None if failure is not None else self._digests(problem),
+            self.processes.check_start(digest_names(self),
+                                       None if failure is not None else run_digests(self),
                                        failure)
             self.history.run_id = self.processes.same_text(self.history.run_id or "")
 
-    def _digests(self, problem: Problem) -> dict[str, bytes]:
-        """What every process of a run must have built alike (see ``Processes.check_start``)."""
-        callbacks = [(type(cb).__name__, cb.state_key, cb.sync_every(self))
-                     for cb in self.callbacks]
-        phases = sorted({0, *(cb.at_step for cb in self._switches)})
-        probes = {f"{n}@{s}": probe_transform(tx, self.state.params[n])
-                  for s in phases for n, tx in self.transforms_at(s).items()}
-        out = {"problem": digest_json({"fingerprint": fingerprint(problem, self.state),
-                                       "quantities": [(q.name, q.interval)
-                                                      for q in self.quantities]}),
-               "points": digest_arrays(problem.registry.batch()),
-               "initial state": digest_arrays(self.state),
-               "callbacks": digest_json({"callbacks": callbacks,
-                                         "updates": [(u.name, u.interval)
-                                                     for u in self.updates],
-                                         "switches": phases}),
-               "optimizers (their updates on a probe problem)": digest_arrays(probes)}
-        settings = {**self.settings(), "devices": [d.id for d in self.sharding.devices],
-                    "batch_size": self.batch_sizes}
-        out.update({f"setting `{k}`": digest_json(v) for k, v in settings.items()})
-        return out
-
-    def _digest_names(self) -> list[str]:
-        """The names of :meth:`_digests`, in order (known without building anything)."""
-        return (["problem", "points", "initial state", "callbacks",
-                 "optimizers (their updates on a probe problem)"]
-                + [f"setting `{k}`" for k in [*self.settings(), "devices", "batch_size"]])
+    def _build(self, problem: Problem, continue_run: bool) -> None:
+        """``setup``, then what the callbacks declare, the initial state and the History."""
+        if not self.is_global_zero:   # a logger's setup only chooses its version, which
+            for lg in self.loggers:   # a default checkpoint directory derives from
+                lg.setup(self, problem, "fit")
+        self._call("setup", "fit")
+        base = self.configure_optimizers(problem)
+        self.phases = OptimizerPhases(base, [
+            (type(cb).__name__, cb.optimizer_phases(self, list(base))) for cb in self.callbacks])
+        self.batch_sizes = resolve_batch_sizes(self.batch_size, problem)
+        self.updates = collect_updates(self.callbacks, self, problem)
+        check_available(self.precision)
+        cast_module_constants(problem.trainables, self.precision)
+        self.state = cast_floats(self._initial_state(problem, continue_run), self.precision)
+        self._step = int(self.state.step)
+        self.history = (problem.history if continue_run and problem.history is not None
+                        else History(list(problem.constraints), run_id=History.new_run_id()))
+        self.quantities = Quantities(collect(self.callbacks, self, problem),
+                                     minibatched=bool(self.batch_sizes))
 
     def settings(self) -> dict[str, Any]:
         """The trainer's settings (every process of a run must have the same)."""
@@ -530,30 +480,54 @@ class Trainer(LightningAttributes):
                 "default_root_dir": self.default_root_dir,
                 "max_time": None if self.timer is None else self.timer.duration.total_seconds(),
                 "precision": self.precision,
-                "sigterm_exit_code": self.SIGTERM_EXIT_CODE}
+                "sigterm_exit_code": self.sigterm_exit_code}
+
+    # ------------------------------------------------------------------ state
+    def _initial_state(self, problem: Problem, continue_run: bool) -> TrainState:
+        """The state to start from: the live modules' weights (so edits of ``model.module``
+        or ``problem.load_weights`` between fits count); when continuing, the step, RNG,
+        balancer states and the optimizer states whose structure still fits from
+        ``problem.state``; otherwise a fresh state at step 0. Every leaf is a distinct
+        buffer: the state is donated to the compiled chunks, and the modules and
+        ``problem.state`` stay usable (and consistent) if a chunk fails."""
+        registry = problem.registry
+        prev = owned(problem.state) if continue_run else None
+        params = {registry.name(t): owned(t.params()) for t in registry.trainables}
+        start = 0 if prev is None else int(prev.step)
+        opt_state = self.phases.initial(params, start, None if prev is None else prev.opt_state)
+        extras = owned({**registry.initial_extras(), **{u.name: u.init() for u in self.updates}})
+        if prev is not None:
+            return prev.replace(params=params, opt_state=opt_state,
+                                extras={**extras, **prev.extras})
+        return TrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=opt_state,
+                          rng=jax.random.PRNGKey(self.seed), extras=extras)
+
+    def enter_chunk(self, state: TrainState, step: int) -> TrainState:
+        """The state a chunk starting at ``step`` begins with: the optimizer states of a
+        phase that starts there, then every callback's :meth:`Callback.enter_chunk`."""
+        state = state.replace(opt_state=self.phases.enter(state.params, state.opt_state, step))
+        for cb in self.callbacks:
+            state = cb.enter_chunk(self, state, step)
+        return state
+
+    def restore_target(self, step: int, precision: str | None) -> TrainState:
+        """The structure of the state in a checkpoint of ``step`` written in ``precision``:
+        the optimizer states of the step before it, the callbacks' entries
+        (:meth:`Callback.restore_target`), the checkpoint's float dtypes."""
+        state = self.state.replace(opt_state=self.phases.target(
+            self.state.params, self.state.opt_state, self.global_step, step))
+        for cb in self.callbacks:
+            state = cb.restore_target(self, state, step)
+        # several devices: orbax reads the state straight into its replicated layout
+        return self.sharding.abstract(cast_floats(state, precision))
 
     def _restore(self, problem: Problem, ckpt_path: str) -> None:
         """Assign the state, History and callback states a checkpoint holds."""
-        def state_for(step: int, precision: str | None) -> TrainState:
-            # the optimizers of the step before it, the floats of the checkpoint's precision
-            txs = self.transforms_at(max(step - 1, 0))
-            extras = dict(self.state.extras)
-            for cb in self._growing:  # rar-d: the points trained on by the step before it
-                points = extras[cb.initial_points().name]
-                extras[cb.initial_points().name] = jax.ShapeDtypeStruct(
-                    (cb.size_at(max(step - 1, 0)),) + points.shape[1:], points.dtype)
-            state = self.state.replace(extras=extras, opt_state={
-                n: (self.state.opt_state[n] if txs[n] is self.txs[n]
-                    else jax.eval_shape(txs[n].init, self.state.params[n])) for n in txs})
-            # several devices: orbax reads the state straight into its replicated layout
-            return self.sharding.abstract(cast_floats(state, precision))
-
         if self.processes.several:
             self.processes.check_checkpoint(ckpt_path, self.callbacks)
-        restored = restore(ckpt_path, self.callbacks, problem, state_for)
+        restored = restore(ckpt_path, self.callbacks, problem, self.restore_target)
         if restored is None:  # "last" / "best" with no checkpoint yet: a fresh start
             return
-        self.txs = self.transforms_at(max(int(restored.state.step) - 1, 0))
         # restored exactly in the checkpoint's precision, then cast to this fit's
         self.state = cast_floats(restored.state, self.precision)
         self.history = restored.history
@@ -570,140 +544,6 @@ class Trainer(LightningAttributes):
         self._call("on_load_checkpoint", restored.checkpoint)
         self.publish_weights(problem)
 
-    # ------------------------------------------------------------------ internals
-    def _assemble_callbacks(self, problem: Problem) -> list[Callback]:
-        from jno_flax.callbacks import (AdaptiveWeightsCallback, ModelCheckpoint, ModelSummary,
-                                        ProgressBar, TrackerCallback)
-        cbs: list[Callback] = []
-        if problem.trackers:
-            cbs.append(TrackerCallback(list(problem.trackers.items())))
-        if problem.registry.balancers:
-            cbs.append(AdaptiveWeightsCallback())
-        if self.enable_model_summary and not any(isinstance(c, ModelSummary)
-                                                 for c in self.user_callbacks):
-            cbs.append(ModelSummary())
-        cbs += self.loggers
-        if self.timer is not None:
-            cbs.append(self.timer)
-        cbs += self.user_callbacks
-        if self.enable_checkpointing and not any(isinstance(c, ModelCheckpoint) for c in cbs):
-            if self._default_checkpoint is None:   # kept: a continued run keeps its folder
-                self._default_checkpoint = ModelCheckpoint()
-            cbs.append(self._default_checkpoint)
-        if self.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in cbs):
-            cbs.append(ProgressBar())
-        keys = [c.state_key for c in cbs]
-        dupes = sorted({k for k in keys if keys.count(k) > 1})
-        if dupes:
-            raise ValueError(f"callbacks share the state key(s) {dupes}; give each callback "
-                             "instance a distinct `state_key` (e.g. through its `name`).")
-        return cbs
-
-    def _active(self) -> list[Callback]:
-        """The callbacks whose hooks run on this process: all on process 0; on the others,
-        those not marked ``global_zero_only`` (loggers, figures, the progress bar)."""
-        return [cb for cb in self.callbacks if self.is_global_zero or not cb.global_zero_only]
-
-    def _call(self, hook: str, *args) -> None:
-        for cb in self._active():
-            getattr(cb, hook)(self, self.problem, *args)
-
-    def _collect_quantities(self, problem: Problem) -> list[InGraph]:
-        quantities: list[InGraph] = []
-        taken = set(problem.constraints) | {"loss"}
-        for cb in self.callbacks:
-            for q in cb.in_graph(self, problem):
-                if not isinstance(q, InGraph):
-                    raise TypeError(f"{type(cb).__name__}.in_graph must return InGraph items, "
-                                    f"got {q!r}.")
-                if q.name in taken:
-                    raise ValueError(f"the in-graph quantity name {q.name!r} (from "
-                                     f"{type(cb).__name__}) is already used; names of "
-                                     "constraints, trackers and quantities must be unique.")
-                taken.add(q.name)
-                quantities.append(q)
-        return quantities
-
-    def _collect_updates(self, problem: Problem) -> list[StateUpdate]:
-        """The in-loop state updates of every callback (one per extras entry)."""
-        self._growing = [cb for cb in self.callbacks
-                         if isinstance(cb, ResamplePoints) and cb.grows]
-        updates: list[StateUpdate] = []
-        owners: dict[str, str] = {cb.initial_points().name: type(cb).__name__
-                                  for cb in self._growing}
-        balancer_keys = {problem.registry.balancer_key(b) for b in problem.registry.balancers}
-        for cb in self.callbacks:
-            for u in cb.state_updates(self, problem):
-                if not isinstance(u, StateUpdate):
-                    raise TypeError(f"{type(cb).__name__}.state_updates must return StateUpdate "
-                                    f"items, got {u!r}.")
-                if u.name in owners or u.name in balancer_keys:
-                    raise ValueError(f"{type(cb).__name__} updates the state entry {u.name!r}, "
-                                     f"which {owners.get(u.name, 'an adaptive weight')} owns "
-                                     "already; one callback may change each entry (e.g. one "
-                                     "ResamplePoints per point set).")
-                owners[u.name] = type(cb).__name__
-                updates.append(u)
-        return updates
-
-    def minibatch(self, state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        """The points step ``state.step`` trains on: a random subset of each point set with a
-        mini-batch size (``Trainer(batch_size=...)``), all points of the others."""
-        return draw_minibatch(self.batch_sizes, state, batch)
-
-    def transforms_at(self, step: int) -> dict[str, optax.GradientTransformation]:
-        """The optax transform of every trained trainable at ``step``: those of
-        :meth:`configure_optimizers`, replaced by every ``SwitchOptimizer`` whose ``at_step``
-        is reached."""
-        txs = dict(self._base_txs)
-        for cb in self._switches:
-            if step >= cb.at_step:
-                txs.update(cb.transforms(list(self._base_txs)))
-        return txs
-
-    def _switch_transforms(self, state: TrainState, step: int) -> TrainState:
-        """``state`` (whose optimizer states are those of ``self.txs``) ready for the
-        transforms of ``step``: a transform that changed starts from a fresh state at the
-        current weights."""
-        txs = self.transforms_at(step)
-        opt_state = dict(state.opt_state)
-        for n, tx in txs.items():
-            if tx is not self.txs[n]:
-                opt_state[n] = owned(tx.init(state.params[n]))
-        for cb in self._switches:
-            cb.done = cb.done or step >= cb.at_step
-        self.txs = txs
-        return state.replace(opt_state=opt_state)
-
-    def _initial_state(self, problem: Problem, continue_run: bool) -> TrainState:
-        """The state to start from: the live modules' weights (so edits of ``model.module``
-        or ``problem.load_weights`` between fits count); when continuing, the step, RNG,
-        balancer states and the optimizer states whose structure still fits from
-        ``problem.state``; otherwise a fresh state at step 0."""
-        registry = problem.registry
-        # copies: the state is donated to the compiled chunks; the modules and
-        # ``problem.state`` stay usable (and consistent) if a chunk fails
-        prev = owned(problem.state) if continue_run else None
-        params = {registry.name(t): owned(t.params())
-                  for t in registry.trainables}
-        opt_state = {}
-        for name, tx in self.txs.items():
-            fresh = jax.eval_shape(tx.init, params[name])
-            old = None if prev is None else prev.opt_state.get(name)
-            if old is not None and jax.tree.structure(old) == jax.tree.structure(fresh):
-                opt_state[name] = old
-            else:  # distinct buffers: some transforms (lbfgs) share arrays between leaves
-                opt_state[name] = owned(tx.init(params[name]))
-        # distinct buffers for every leaf: the state is donated to the compiled chunks
-        fresh_extras = owned({
-            **registry.initial_extras(), **{u.name: u.init() for u in self.updates},
-            **{cb.initial_points().name: cb.initial_points().init() for cb in self._growing}})
-        if prev is not None:
-            return prev.replace(params=params, opt_state=opt_state,
-                                extras={**fresh_extras, **prev.extras})
-        return TrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=opt_state,
-                          rng=jax.random.PRNGKey(self.seed), extras=fresh_extras)
-
     def publish_weights(self, problem: Problem) -> None:
         """Make the problem reflect the live run: a copy of the state in ``problem.state``,
         its parameters in the modules (``model.module``, so ``problem.eval`` sees them) and the
@@ -717,194 +557,61 @@ class Trainer(LightningAttributes):
         for t in problem.trainables:
             nnx.update(t.module, state.params[problem.registry.name(t)])
 
-    def _capacity(self, out_struct) -> int:
-        per_step = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(out_struct))
-        for q in self.quantities:
-            if q not in self._dense_quantities():
-                per_step += self._bytes_of(q) / q.interval
-        cap = min(self.chunk_size, max(1, self.max_steps - self.global_step))
-        return max(1, min(cap, int(self.max_record_bytes // max(per_step, 1))))
+    def advance(self, state: TrainState, step: int, chunk: ChunkMetrics | None = None) -> None:
+        """The live state is ``state`` after ``step`` steps; ``chunk``: the records of the
+        chunk that led there (appended to the History, the metrics and the problem)."""
+        self.state, self._step = state, step
+        if chunk is not None:
+            self.history.record_chunk(chunk)
+            self._update_metrics(chunk)
+            self.publish_weights(self.problem)
 
-    def _compiled(self, problem: Problem, batch, state: TrainState
-                  ) -> tuple[Any, ChunkProgram, int]:
-        """The jitted chunk runner (one compilation per distinct chunk length and phase,
-        reused by later ``fit`` calls), its program and the longest chunk the record memory
-        bound allows."""
-        quantities = tuple((q.name, q.expr.key if q.expr is not None else id(q.fn), q.interval)
-                           for q in self.quantities)
-        signature = (id(problem), quantities, self.nested_intervals,
-                     tuple((n, id(tx)) for n, tx in self.txs.items()),
+    # ------------------------------------------------------------------ compiled chunks
+    @contextlib.contextmanager
+    def _transforms(self, txs: dict[str, optax.GradientTransformation]) -> Iterator[None]:
+        """:attr:`txs` is ``txs`` while a chunk's step is traced."""
+        self._tracing = txs
+        try:
+            yield
+        finally:
+            self._tracing = None
+
+    def compiled(self, state: TrainState, s0: int) -> tuple[Any, ChunkProgram, int]:
+        """The jitted chunk runner for a chunk from ``s0`` with ``state`` (one compilation per
+        distinct chunk length and phase, reused by later ``fit`` calls), its program and the
+        longest chunk the record memory bound allows."""
+        txs = self.transforms_at(s0)
+        signature = (id(self.problem), self.quantities.signature(), self.nested_intervals,
+                     tuple((n, id(tx)) for n, tx in txs.items()),
                      tuple((u.name, u.interval, id(u.update)) for u in self.updates),
                      tuple(sorted(self.batch_sizes.items())), jax.tree.structure(state))
         if signature not in self._cache:
-            out_struct = jax.eval_shape(lambda s: self.training_step(s, batch)[1], state)
-            program = ChunkProgram(self, self.quantities, self._dense_quantities(),
-                                   nested=self.nested_intervals and not self.updates)
+            def step(st: TrainState, points: dict) -> tuple[TrainState, dict]:
+                with self._transforms(txs):
+                    return self.training_step(st, self.minibatch(st, points))
+            out_struct = jax.eval_shape(lambda st: step(st, self.points)[1], state)
+            program = ChunkProgram(
+                step, lambda qs, st, pts: Quantities.evaluate(self.problem, qs, st, pts),
+                self.quantities.sparse, [u for u in self.updates if u.in_loop],
+                lambda q: Quantities.struct(q, state), self.sharding, self.nested_intervals)
             run = jax.jit(program(), static_argnums=(2, 3), donate_argnums=0)
             self._cache = {signature: (run, program, out_struct)}  # one: old ones pin a problem
         run, program, out_struct = self._cache[signature]
-        return run, program, self._capacity(out_struct)
+        longest = min(self.chunk_size, max(1, self.max_steps - s0))
+        return run, program, self.quantities.capacity(out_struct, state, self.max_record_bytes,
+                                                      longest)
 
-    def _struct_of(self, q: InGraph) -> jax.ShapeDtypeStruct:
-        if q.expr is not None:
-            return jax.ShapeDtypeStruct(q.expr.value_shape, q.expr.dtype)
-        return jax.eval_shape(q.fn, self.state)
-
-    def _bytes_of(self, q: InGraph) -> int:
-        st = self._struct_of(q)
-        return int(np.prod(st.shape)) * jnp.dtype(st.dtype).itemsize
-
-    def _dense_quantities(self) -> list[InGraph]:
-        """Quantities computed in the loss's own forward pass: every-step expressions, and
-        adaptive weights at any interval (so a tracked weight is exactly the one used)."""
-        if self.batch_sizes:  # the loss pass sees a mini-batch; quantities see all points
-            return [q for q in self.quantities if isinstance(q.expr, AdaptiveWeight)]
-        return [q for q in self.quantities if q.expr is not None
-                and (q.interval == 1 or isinstance(q.expr, AdaptiveWeight))]
-
-    def _evaluate(self, quantities: list[InGraph], state: TrainState, batch) -> dict[str, Any]:
-        """Quantities at ``state`` on the points ``batch`` (the state's current points)."""
-        exprs = [q.expr for q in quantities if q.expr is not None]
-        ev = Evaluator.of_state(self.problem.registry, state, batch, exprs)
-        return {q.name: ev.value(q.expr) if q.expr is not None else q.fn(state)
-                for q in quantities}
-
-    def _run(self, problem: Problem) -> None:
-        """Run chunks until ``max_steps`` or a stop.
-
-        With ``overlap_callbacks``, chunk ``k + 1`` is dispatched (JAX runs it asynchronously)
-        before chunk ``k``'s records are pulled and its callbacks run, so host work overlaps
-        device work. Callbacks of chunk ``k`` see ``trainer.state`` as it was after chunk
-        ``k`` (a copy). When they stop training or replace ``trainer.state``, the chunk in
-        flight is discarded and training goes on from their state: the steps computed are
-        exactly those of a run without overlap.
-        """
-        batch = self.sharding.place_points(cast_floats(problem.registry.batch(), self.precision))
+    def _train(self, problem: Problem) -> None:
+        """Run chunks until ``max_steps`` or a stop (``trainers/_loop.py``)."""
+        self.points = self.sharding.place_points(cast_floats(problem.registry.batch(),
+                                                             self.precision))
         self.state = self.sharding.replicate(self.state)
         self._skipped_at_start = len(self.history.skipped_steps)
-        if self.global_step >= self.max_steps:
-            self._call("on_train_start")
-            return
-        sync = [EveryNSteps(f"{type(cb).__name__}.sync_every()", n)
-                for cb in self.callbacks if (n := cb.sync_every(self)) is not None]
-        switch_steps = [cb.at_step for cb in self._switches]
-        per_step_hooks = [cb for cb in self._active()
-                          if type(cb).on_train_batch_end is not Callback.on_train_batch_end]
-        chunk_hooks = [cb for cb in self._active()
-                       if type(cb).on_train_chunk_end is not Callback.on_train_chunk_end]
-
-        stoppers = [cb for cb in self.callbacks
-                    if type(cb).stopping_step is not Callback.stopping_step]
-
-        def launch(state: TrainState, s0: int, copy: TrainState | None = None) -> _Launch:
-            """Dispatch the chunk from step ``s0``; ``copy``: a copy of ``state`` already
-            made (the state the callbacks see), reused as the replay's start."""
-            given = state
-            state = self._switch_transforms(state, s0)
-            for cb in self._growing:
-                state = cb.grow(state, batch, s0)
-            run_chunk, program, capacity = self._compiled(problem, batch, state)
-            end = min([s0 + capacity, self.max_steps] + [p.next_boundary(s0) for p in sync]
-                      + [s for s in switch_steps if s > s0])
-            args = (batch, end - s0, s0 % program.period)
-            start = None   # for an early stop's replay: a copy of the chunk's first state
-            if stoppers:
-                start = copy if copy is not None and state is given else copy_tree(state)
-            new_state, records = run_chunk(state, *args, np.int32(end))
-            return _Launch(s0, end, program, new_state, records, start,
-                           lambda first, limit: run_chunk(first, *args, np.int32(limit))[0])
-
+        loop = Loop(self)
         self._call("on_train_start")
-        pending = None
-        while not self.should_stop:
-            if pending is None:
-                if self.global_step >= self.max_steps:
-                    break
-                pending = launch(self.state, self.global_step)
-            current, pending = pending, None
-            end = current.end
-            if self.overlap_callbacks and end < self.max_steps:
-                seen = copy_tree(current.state)  # enqueued before the donation
-                pending = launch(current.state, end, copy=seen)
-            else:
-                seen = current.state
-            chunk = self._metrics(current, jax.device_get(current.records))
-            last = min((s for cb in stoppers
-                        if (s := cb.stopping_step(self, chunk)) is not None), default=None)
-            if last is not None and last + 1 < end:  # stop right after that step
-                end, chunk = last + 1, chunk.until(last + 1)
-                # a copy: `start` may be the state the callbacks saw (and may hold)
-                seen = current.replay(copy_tree(current.start), end)
-                self._undo_launch(pending, end)
-                pending = None
-            self.state, self._step = seen, end
-            self._append(chunk)
-            self._update_metrics(chunk)
-            self.publish_weights(problem)
-            self._dispatch(chunk, per_step_hooks, chunk_hooks)
-            replaced = self.state is not seen  # a callback replaced the state: go on from it
-            if replaced:
-                self._step = int(self.state.step)
-            if self.processes.several:
-                self.processes.stop_together(self, preemption=self.handle_signals)
-            if replaced or self.should_stop:
-                self._undo_launch(pending, self._step)
-                pending = None
+        if self.global_step < self.max_steps:
+            loop.run()
 
-    def _undo_launch(self, pending: "_Launch | None", step: int) -> None:
-        """The chunk in flight is dropped: undo any switch of transforms its launch made,
-        back to those of the last step before ``step``."""
-        if pending is not None:
-            self.txs = self.transforms_at(max(step - 1, 0))
-
-    def _metrics(self, launch: "_Launch", records: dict) -> ChunkMetrics:
-        """A chunk's records (on the host) as arrays with their step indices."""
-        s0, end, program = launch.s0, launch.end, launch.program
-        steps = np.arange(s0, end)
-        dense = records["dense"]
-        losses = {k: np.asarray(v) for k, v in dense["losses"].items()}
-        total = np.asarray(dense["loss"])
-        recorded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        intervals = {q.name: q.interval for q in self.quantities}
-        for name, v in dense["values"].items():
-            keep = steps % intervals[name] == 0
-            recorded[name] = (steps[keep], np.asarray(v)[keep])
-        for key, group in program.groups.items():
-            at = group.rows(s0, end)
-            table = records["sparse"].get(key, {})  # absent: no row of it in this chunk
-            for q in group.quantities:
-                if q.name in table:
-                    recorded[q.name] = (at, np.asarray(table[q.name][:len(at)]))
-                else:
-                    st = self._struct_of(q)
-                    recorded[q.name] = (at, np.zeros((0,) + st.shape, st.dtype))
-        recorded = {q.name: recorded[q.name] for q in self.quantities if q.name in recorded}
-        losses = {name: losses[name] for name in self.problem.constraints}  # declared order
-        return ChunkMetrics(steps, total, losses, recorded,
-                            steps[~np.asarray(dense["applied"], bool)])
-
-    def _append(self, chunk: ChunkMetrics) -> None:
-        """Append a chunk's records to the History."""
-        self.history.record_steps(chunk.steps, chunk.loss, chunk.losses)
-        self.history.record_skipped(chunk.skipped)
-        for name, (at, v) in chunk.values.items():
-            self.history.record_values(name, at, v)
-
-    def _dispatch(self, chunk: ChunkMetrics, per_step_hooks: list[Callback],
-                  chunk_hooks: list[Callback]) -> None:
-        if per_step_hooks:
-            by_step: dict[int, dict[str, Any]] = {}
-            for name, (at, v) in chunk.values.items():
-                for j, s in enumerate(at):
-                    val = v[j]
-                    by_step.setdefault(int(s), {})[name] = (float(val) if np.ndim(val) == 0
-                                                           else val)
-            n = len(chunk.steps)
-            for j, s in enumerate(chunk.steps):
-                m = StepMetrics(step=int(s), loss=float(chunk.loss[j]),
-                                losses={k: float(v[j]) for k, v in chunk.losses.items()},
-                                values=by_step.get(int(s), {}), last_in_chunk=(j == n - 1))
-                for cb in per_step_hooks:
-                    cb.on_train_batch_end(self, self.problem, m)
-        for cb in chunk_hooks:
-            cb.on_train_chunk_end(self, self.problem, chunk)
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.active_callbacks():
+            getattr(cb, hook)(self, self.problem, *args)

@@ -13,10 +13,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jno_flax._warnings import warn
-from jno_flax.callbacks._callback import Callback
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
+    from jno_flax.callbacks import Callback
     from jno_flax.trainers import History, TrainState
 
 #: what reading a damaged checkpoint raises (truncated or missing files, bad JSON)
@@ -126,7 +126,7 @@ def history_from_arrays(arrays: dict[str, Any], metadata: dict[str, Any]) -> "Hi
 
 
 # ---------------------------------------------------------------------- choosing
-def _checkpoints(callbacks: list[Callback]) -> list[Any]:
+def _checkpoints(callbacks: list["Callback"]) -> list[Any]:
     from jno_flax.callbacks._checkpoint import ModelCheckpoint
     return [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
 
@@ -161,7 +161,7 @@ def read_metadata(path: str) -> dict[str, Any]:
     return metadata
 
 
-def resolve(ckpt_path: str, callbacks: list[Callback]) -> list[str]:
+def resolve(ckpt_path: str, callbacks: list["Callback"]) -> list[str]:
     """Candidate checkpoint directories for ``ckpt_path``, preferred first (empty: none yet).
 
     ``"last"``: the newest checkpoint of the first ``ModelCheckpoint`` (in its directory, or
@@ -225,7 +225,7 @@ def _read(path: str, target) -> dict[str, Any]:
     return dict(restored.items())
 
 
-def restore(ckpt_path: str, callbacks: list[Callback], problem: "Problem",
+def restore(ckpt_path: str, callbacks: list["Callback"], problem: "Problem",
             state_for: Callable[[int, str | None], "TrainState"]) -> Restored | None:
     """Read the checkpoint ``ckpt_path`` names, for a run whose state at a checkpoint of step
     ``s`` written with precision ``p`` (its metadata's ``"precision"``) has the structure of
