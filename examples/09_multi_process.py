@@ -104,8 +104,8 @@ def train() -> None:
     checkpoints = ModelCheckpoint(dirpath=os.path.join(OUT, "checkpoints"),
                                   every_n_train_steps=500)
     trainer = Trainer(max_steps=STEPS, callbacks=[checkpoints], devices="auto",
-                      logger=TensorBoardLogger("runs", name="09_multi_process"))
-    trainer.SIGTERM_EXIT_CODE = PREEMPTED   # the job script requeues on this status
+                      logger=TensorBoardLogger("runs", name="09_multi_process"),
+                      sigterm_exit_code=PREEMPTED)   # the job script requeues on this status
     if trainer.is_global_zero:
         print(f"{trainer.world_size} processes, {len(jax.devices())} devices: "
               f"{jax.devices()}", flush=True)

@@ -252,7 +252,7 @@ def test_overlapping_host_work_changes_no_number(stop_at):
 
 # ---------------------------------------------------------------------- interval layout
 def _chunk_jaxpr(trainer, crux, n, phase):
-    run, program, _ = next(iter(trainer._cache.values()))
+    run, program = trainer.chunks.latest()
     fn = program()
     return jax.make_jaxpr(fn, static_argnums=(2, 3))(crux.state, crux.registry.batch(), n,
                                                      phase, np.int32(n))

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jno_flax._warnings import warn
+
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax.callbacks import ChunkMetrics
 
@@ -93,6 +95,16 @@ class History:
         self.record_skipped(chunk.skipped)
         for name, (at, v) in chunk.values.items():
             self.record_values(name, at, v)
+
+    def warn_skipped(self, since: int = 0) -> None:
+        """Warn about the skipped steps from the ``since``-th on (a fit's: non-finite loss or
+        update, not applied)."""
+        skipped = self.skipped_steps[since:]
+        if len(skipped):
+            warn(f"{len(skipped)} step(s) of this fit had a non-finite loss or update and were "
+                 f"not applied (first: step {int(skipped[0])}); every trainable kept its values "
+                 "on those steps. See `history.skipped_steps`, and `TerminateOnNaN` to stop at "
+                 "the first.", RuntimeWarning)
 
     def record_skipped(self, steps: np.ndarray) -> None:
         """Note steps that were not applied (non-finite loss or update)."""

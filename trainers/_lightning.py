@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-
 from jno_flax.callbacks._checkpoint import ModelCheckpoint
+from jno_flax.callbacks._logger import Logger
 from jno_flax.callbacks._stopping import EarlyStopping
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,6 +54,28 @@ class LightningAttributes:
 
     callbacks: list
     problem: "Problem | None"
+    loggers: list
+    processes: Any
+
+    @property
+    def logger(self) -> Logger | None:
+        """The first logger (``None`` without loggers), as in Lightning."""
+        return self.loggers[0] if self.loggers else None
+
+    @property
+    def global_rank(self) -> int:
+        """This process's index among the ``jax.distributed`` processes (0 without them)."""
+        return self.processes.index
+
+    @property
+    def world_size(self) -> int:
+        """The number of processes of the run (``jax.process_count()``)."""
+        return self.processes.count
+
+    @property
+    def is_global_zero(self) -> bool:
+        """True on process 0, the one that writes logs, figures and the progress bar."""
+        return self.processes.index == 0
 
     @property
     def checkpoint_callbacks(self) -> list[ModelCheckpoint]:

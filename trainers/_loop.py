@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from jno_flax.callbacks._callback import ChunkMetrics
+from jno_flax.trainers._boundaries import enter_chunk
 from jno_flax.trainers._chunk import ChunkProgram
 from jno_flax.trainers._hooks import dispatch, overrides
 from jno_flax.trainers._state import TrainState, copy_tree
@@ -65,8 +66,8 @@ class Loop:
         (the state the callbacks see), reused as the replay's start."""
         t = self.trainer
         given = state
-        state = t.enter_chunk(state, s0)
-        run_chunk, program, capacity = t.compiled(state, s0)
+        state = enter_chunk(t, state, s0)
+        run_chunk, program, capacity = t.chunks.get(t, state, s0)
         end = self.end_of_chunk(s0, capacity)
         args = (t.points, end - s0, s0 % program.period)
         start = None   # for an early stop's replay: a copy of the chunk's first state

@@ -3,7 +3,7 @@
 While a trainer runs, SIGTERM (a cluster's preemption notice) and SIGINT (Ctrl-C) do not
 interrupt it: the first one is recorded in ``trainer.received_signal`` and asks the trainer to
 stop after the running chunk, so checkpoint callbacks save and every end hook runs; ``fit``
-then exits with ``SystemExit(Trainer.SIGTERM_EXIT_CODE)`` for SIGTERM or raises
+then exits with ``SystemExit(trainer.sigterm_exit_code)`` for SIGTERM or raises
 ``KeyboardInterrupt`` for SIGINT. A second signal raises ``KeyboardInterrupt`` at once. One
 handler per ``fit``, installed on entry and restored on exit (main thread only).
 """

@@ -6,42 +6,39 @@ import contextlib
 import inspect
 import signal
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
-import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from jno_flax._checks import positive_int
-from jno_flax._evaluate import Evaluator
 from jno_flax._problem import Problem
 from jno_flax._seed import default_seed
 from jno_flax._warnings import warn
-from jno_flax.optimizers import Objective
 from jno_flax.callbacks._callback import Callback, ChunkMetrics, StateUpdate
 from jno_flax.callbacks._logger import Logger
 from jno_flax.callbacks._timer import Timer, parse_max_time
-from jno_flax.trainers._batches import check_batch_size, draw_minibatch, resolve_batch_sizes
+from jno_flax.trainers._boundaries import initial_state, restore_target
+from jno_flax.trainers._batches import check_batch_size, resolve_batch_sizes
 from jno_flax._checkpoint_format import restore
-from jno_flax.trainers._chunk import ChunkProgram
+from jno_flax.trainers._compiled import CompiledChunks
 from jno_flax.trainers._devices import PointSharding, resolve_devices
 from jno_flax.trainers._history import History
 from jno_flax.trainers._hooks import (assemble, check_callbacks, collect_updates,
                                       resolve_loggers)
 from jno_flax.trainers._lightning import LightningAttributes, unsupported
 from jno_flax.trainers._loop import Loop
-from jno_flax.trainers._phases import OptimizerPhases, owned
+from jno_flax.trainers._phases import OptimizerPhases
 from jno_flax.trainers._precision import (cast_floats, cast_module_constants, check_available,
                                           resolve_precision)
 from jno_flax.trainers._processes import Processes, digest_names, run_digests
 from jno_flax.trainers._quantities import Quantities, collect
-from jno_flax.trainers._residuals import constraint_residuals
 from jno_flax.trainers._signals import SIGNALS, DeferredSignals
 from jno_flax.trainers._state import TrainState
+from jno_flax.trainers._step import TrainingStep
 
 DEFAULT_CHUNK = 1000
-DEFAULT_LEARNING_RATE = 1e-3
 
 
 def _deleted(state: TrainState) -> bool:
@@ -49,7 +46,7 @@ def _deleted(state: TrainState) -> bool:
     return any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(state))
 
 
-class Trainer(LightningAttributes):
+class Trainer(TrainingStep, LightningAttributes):
     """Trains a :class:`~jno_flax.Problem` in compiled chunks of fused steps.
 
     Steps run inside one ``jax.jit`` per chunk (``lax.scan``, state buffers donated); the
@@ -166,7 +163,10 @@ class Trainer(LightningAttributes):
                             f"{sigterm_exit_code!r}.")
         #: the exit status of a run stopped by SIGTERM after saving
         self.sigterm_exit_code = sigterm_exit_code
-        # ---- per fit (see `_start`)
+        self._clear_fit()
+
+    def _clear_fit(self) -> None:
+        """The attributes of one fit, before any fit."""
         self.problem: Problem | None = None
         self.callbacks: list[Callback] = []
         self.state: TrainState | None = None
@@ -190,40 +190,24 @@ class Trainer(LightningAttributes):
         self._step = 0
         self._skipped_at_start = 0
         self._checkpoint = None
-        self._cache: dict[Any, tuple[Any, Any, int]] = {}
+        #: the compiled chunk of the live configuration
+        self.chunks = CompiledChunks()
         self._tracing: dict[str, optax.GradientTransformation] | None = None
-        self._default_tx = optax.adam(DEFAULT_LEARNING_RATE)
 
     @property
-    def SIGTERM_EXIT_CODE(self) -> int:  # noqa: N802 - the name before `sigterm_exit_code`
-        """Deprecated spelling of :attr:`sigterm_exit_code`."""
+    def SIGTERM_EXIT_CODE(self) -> int:  # noqa: N802 - the earlier spelling, kept
+        """Alias of :attr:`sigterm_exit_code` (also settable)."""
         return self.sigterm_exit_code
 
-    @property
-    def logger(self) -> Logger | None:
-        """The first logger (``None`` without loggers), as in Lightning."""
-        return self.loggers[0] if self.loggers else None
+    @SIGTERM_EXIT_CODE.setter
+    def SIGTERM_EXIT_CODE(self, code: int) -> None:  # noqa: N802
+        self.sigterm_exit_code = code
 
     # ------------------------------------------------------------------ public state
     @property
     def global_step(self) -> int:
         """Steps done (of the live state); known on the host without waiting for the device."""
         return self._step
-
-    @property
-    def global_rank(self) -> int:
-        """This process's index among the ``jax.distributed`` processes (0 without them)."""
-        return self.processes.index
-
-    @property
-    def world_size(self) -> int:
-        """The number of processes of the run (``jax.process_count()``)."""
-        return self.processes.count
-
-    @property
-    def is_global_zero(self) -> bool:
-        """True on process 0, the one that writes logs, figures and the progress bar."""
-        return self.processes.index == 0
 
     @property
     def txs(self) -> dict[str, optax.GradientTransformation]:
@@ -260,103 +244,6 @@ class Trainer(LightningAttributes):
         if self._checkpoint is None:
             self._checkpoint = ModelCheckpoint()
         return self._checkpoint
-
-    # ------------------------------------------------------------------ override points
-    def configure_optimizers(self, problem: Problem) -> dict[str, optax.GradientTransformation]:
-        """One optax transform per trainable name (frozen ones are left out).
-
-        Default: each trainable's own ``.optimizer(tx)``, else ``optax.adam(1e-3)``, combined
-        with the parameter groups of its masked views (``model.mask(f).optimizer(tx)``).
-        """
-        txs = {}
-        for t in problem.trainables:
-            if not t.frozen:
-                txs[problem.registry.name(t)] = t.transform(self._default_tx)
-        return txs
-
-    def compute_losses(self, problem: Problem, ev: Evaluator) -> dict[str, jax.Array]:
-        """Constraint losses by name, evaluated with ``ev`` (inside the fused step)."""
-        return {name: ev.value(expr) for name, expr in problem.constraints.items()}
-
-    def aggregate_loss(self, losses: dict[str, jax.Array]) -> jax.Array:
-        """Total loss from the constraint losses; default: their sum."""
-        return sum(losses.values())
-
-    def apply_gradients(self, state: TrainState, grads: dict[str, Any],
-                        value: jax.Array | None = None,
-                        value_fn: Callable[[dict[str, Any]], jax.Array] | None = None
-                        ) -> TrainState:
-        """Optimizer update of every trained trainable; returns the new state (step unchanged).
-
-        ``value`` is the step's total loss and ``value_fn(params)`` the total loss of the
-        current batch as a function of the trained parameters ``{name: params}`` (trackers
-        left out). Both reach every transform's ``update`` as optax's extra arguments
-        (``value``, ``grad``, ``value_fn``; ``optax.with_extra_args_support``), so
-        ``optax.lbfgs()`` and ``optax.scale_by_zoom_linesearch`` chains work; for the
-        transform of trainable ``n``, ``value_fn`` varies ``n``'s parameters only. An
-        :class:`~jno_flax.optimizers.Objective` ``value_fn`` also carries the residuals of a
-        mean-square loss (``value_fn.residuals``) for Gauss–Newton transforms (``engd``).
-        """
-        params, opt_state = dict(state.params), dict(state.opt_state)
-        trained = {n: state.params[n] for n in grads}
-        if value_fn is not None and not isinstance(value_fn, Objective):
-            value_fn = Objective(value_fn)
-        txs = self.txs
-        for name, g in grads.items():
-            extra = {}
-            if value is not None and value_fn is not None:
-                extra = {"value": value, "grad": g,
-                         "value_fn": value_fn.restricted(trained, name)}
-            tx = optax.with_extra_args_support(txs[name])
-            updates, opt_state[name] = tx.update(g, state.opt_state[name], state.params[name],
-                                                 **extra)
-            params[name] = optax.apply_updates(state.params[name], updates)
-        return state.replace(params=params, opt_state=opt_state)
-
-    def training_step(self, state: TrainState, batch: dict[str, jax.Array]
-                      ) -> tuple[TrainState, dict[str, Any]]:
-        """One step inside the fused chunk: losses, gradients, update.
-
-        Returns the new state and this step's outputs ``{"loss", "losses", "values"}``, where
-        ``values`` holds the every-step in-graph quantities (computed from the same forward
-        pass as the loss).
-        """
-        problem = self.problem
-        every_step = self.quantities.dense
-        outputs = list(problem.constraints.values()) + [q.expr for q in every_step]
-        trained = {n: p for n, p in state.params.items() if n in self.txs}
-        fixed = {n: p for n, p in state.params.items() if n not in self.txs}
-
-        def loss_fn(trained_params):
-            ev = Evaluator.of_state(problem.registry, state, batch, outputs,
-                                    params={**fixed, **trained_params})
-            losses = self.compute_losses(problem, ev)
-            values = {q.name: jax.lax.stop_gradient(ev.value(q.expr)) for q in every_step}
-            return self.aggregate_loss(losses), (losses, values, ev.updates)
-
-        (total, (losses, values, updates)), grads = jax.value_and_grad(
-            loss_fn, has_aux=True)(trained)
-        residuals, why_not = self._residuals(problem, state, batch, fixed)
-        state = self.apply_gradients(state, grads, value=total, value_fn=Objective(
-            lambda p: loss_fn(p)[0], residuals, why_not))
-        return state.replace(step=state.step + 1, extras={**state.extras, **updates}), {
-            "loss": total, "losses": losses, "values": values}
-
-    def _residuals(self, problem: Problem, state: TrainState, batch: dict[str, jax.Array],
-                   fixed: dict[str, Any]) -> tuple[Callable | None, str]:
-        """The residuals of a plain sum of mean squares (``trainers/_residuals.py``), or
-        ``None`` and the reason."""
-        if (type(self).compute_losses is not Trainer.compute_losses
-                or type(self).aggregate_loss is not Trainer.aggregate_loss):
-            return None, ("Gauss–Newton methods (`engd`) need every constraint to be a mean "
-                          f"square and the loss their plain sum; {type(self).__name__} "
-                          "overrides `compute_losses` or `aggregate_loss`.")
-        return constraint_residuals(problem, state, batch, fixed)
-
-    def minibatch(self, state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        """The points step ``state.step`` trains on: a random subset of each point set with a
-        mini-batch size (``Trainer(batch_size=...)``), all points of the others."""
-        return draw_minibatch(self.batch_sizes, state, batch)
 
     # ------------------------------------------------------------------ fit
     def fit(self, problem: Problem, ckpt_path: str | None = None) -> History:
@@ -412,21 +299,12 @@ class Trainer(LightningAttributes):
                 if self.state is not None and not _deleted(self.state):
                     self.publish_weights(problem)
                 self._call("teardown", "fit")
-        self._report_skipped()
+        self.history.warn_skipped(since=self._skipped_at_start)
         if self.received_signal == signal.SIGTERM:
             raise SystemExit(self.sigterm_exit_code)
         if self.received_signal == signal.SIGINT:
             raise KeyboardInterrupt
         return self.history
-
-    def _report_skipped(self) -> None:
-        """Warn about steps of this fit that were not applied (non-finite loss or update)."""
-        skipped = self.history.skipped_steps[self._skipped_at_start:]
-        if len(skipped):
-            warn(f"{len(skipped)} step(s) of this fit had a non-finite loss or update and were "
-                 f"not applied (first: step {int(skipped[0])}); every trainable kept its "
-                 "values on those steps. See `history.skipped_steps`, and `TerminateOnNaN` "
-                 "to stop at the first.", RuntimeWarning)
 
     def _start(self, problem: Problem, continue_run: bool) -> None:
         """Everything ``fit`` does before training: ``setup``, optimizers, the initial state,
@@ -460,7 +338,7 @@ class Trainer(LightningAttributes):
         self.updates = collect_updates(self.callbacks, self, problem)
         check_available(self.precision)
         cast_module_constants(problem.trainables, self.precision)
-        self.state = cast_floats(self._initial_state(problem, continue_run), self.precision)
+        self.state = cast_floats(initial_state(self, problem, continue_run), self.precision)
         self._step = int(self.state.step)
         self.history = (problem.history if continue_run and problem.history is not None
                         else History(list(problem.constraints), run_id=History.new_run_id()))
@@ -483,49 +361,12 @@ class Trainer(LightningAttributes):
                 "sigterm_exit_code": self.sigterm_exit_code}
 
     # ------------------------------------------------------------------ state
-    def _initial_state(self, problem: Problem, continue_run: bool) -> TrainState:
-        """The state to start from: the live modules' weights (so edits of ``model.module``
-        or ``problem.load_weights`` between fits count); when continuing, the step, RNG,
-        balancer states and the optimizer states whose structure still fits from
-        ``problem.state``; otherwise a fresh state at step 0. Every leaf is a distinct
-        buffer: the state is donated to the compiled chunks, and the modules and
-        ``problem.state`` stay usable (and consistent) if a chunk fails."""
-        registry = problem.registry
-        prev = owned(problem.state) if continue_run else None
-        params = {registry.name(t): owned(t.params()) for t in registry.trainables}
-        start = 0 if prev is None else int(prev.step)
-        opt_state = self.phases.initial(params, start, None if prev is None else prev.opt_state)
-        extras = owned({**registry.initial_extras(), **{u.name: u.init() for u in self.updates}})
-        if prev is not None:
-            return prev.replace(params=params, opt_state=opt_state,
-                                extras={**extras, **prev.extras})
-        return TrainState(step=jnp.asarray(0, jnp.int32), params=params, opt_state=opt_state,
-                          rng=jax.random.PRNGKey(self.seed), extras=extras)
-
-    def enter_chunk(self, state: TrainState, step: int) -> TrainState:
-        """The state a chunk starting at ``step`` begins with: the optimizer states of a
-        phase that starts there, then every callback's :meth:`Callback.enter_chunk`."""
-        state = state.replace(opt_state=self.phases.enter(state.params, state.opt_state, step))
-        for cb in self.callbacks:
-            state = cb.enter_chunk(self, state, step)
-        return state
-
-    def restore_target(self, step: int, precision: str | None) -> TrainState:
-        """The structure of the state in a checkpoint of ``step`` written in ``precision``:
-        the optimizer states of the step before it, the callbacks' entries
-        (:meth:`Callback.restore_target`), the checkpoint's float dtypes."""
-        state = self.state.replace(opt_state=self.phases.target(
-            self.state.params, self.state.opt_state, self.global_step, step))
-        for cb in self.callbacks:
-            state = cb.restore_target(self, state, step)
-        # several devices: orbax reads the state straight into its replicated layout
-        return self.sharding.abstract(cast_floats(state, precision))
-
     def _restore(self, problem: Problem, ckpt_path: str) -> None:
         """Assign the state, History and callback states a checkpoint holds."""
         if self.processes.several:
             self.processes.check_checkpoint(ckpt_path, self.callbacks)
-        restored = restore(ckpt_path, self.callbacks, problem, self.restore_target)
+        restored = restore(ckpt_path, self.callbacks, problem,
+                           lambda step, p: restore_target(self, step, p))
         if restored is None:  # "last" / "best" with no checkpoint yet: a fresh start
             return
         # restored exactly in the checkpoint's precision, then cast to this fit's
@@ -568,38 +409,13 @@ class Trainer(LightningAttributes):
 
     # ------------------------------------------------------------------ compiled chunks
     @contextlib.contextmanager
-    def _transforms(self, txs: dict[str, optax.GradientTransformation]) -> Iterator[None]:
+    def compiling(self, txs: dict[str, optax.GradientTransformation]) -> Iterator[None]:
         """:attr:`txs` is ``txs`` while a chunk's step is traced."""
         self._tracing = txs
         try:
             yield
         finally:
             self._tracing = None
-
-    def compiled(self, state: TrainState, s0: int) -> tuple[Any, ChunkProgram, int]:
-        """The jitted chunk runner for a chunk from ``s0`` with ``state`` (one compilation per
-        distinct chunk length and phase, reused by later ``fit`` calls), its program and the
-        longest chunk the record memory bound allows."""
-        txs = self.transforms_at(s0)
-        signature = (id(self.problem), self.quantities.signature(), self.nested_intervals,
-                     tuple((n, id(tx)) for n, tx in txs.items()),
-                     tuple((u.name, u.interval, id(u.update)) for u in self.updates),
-                     tuple(sorted(self.batch_sizes.items())), jax.tree.structure(state))
-        if signature not in self._cache:
-            def step(st: TrainState, points: dict) -> tuple[TrainState, dict]:
-                with self._transforms(txs):
-                    return self.training_step(st, self.minibatch(st, points))
-            out_struct = jax.eval_shape(lambda st: step(st, self.points)[1], state)
-            program = ChunkProgram(
-                step, lambda qs, st, pts: Quantities.evaluate(self.problem, qs, st, pts),
-                self.quantities.sparse, [u for u in self.updates if u.in_loop],
-                lambda q: Quantities.struct(q, state), self.sharding, self.nested_intervals)
-            run = jax.jit(program(), static_argnums=(2, 3), donate_argnums=0)
-            self._cache = {signature: (run, program, out_struct)}  # one: old ones pin a problem
-        run, program, out_struct = self._cache[signature]
-        longest = min(self.chunk_size, max(1, self.max_steps - s0))
-        return run, program, self.quantities.capacity(out_struct, state, self.max_record_bytes,
-                                                      longest)
 
     def _train(self, problem: Problem) -> None:
         """Run chunks until ``max_steps`` or a stop (``trainers/_loop.py``)."""
