@@ -12,6 +12,7 @@ from jno_flax.callbacks._periodic import EveryNSteps
 from jno_flax.callbacks._plot import PlotCallback
 from jno_flax.callbacks._progress import ProgressBar
 from jno_flax.callbacks._resample import ResamplePoints
+from jno_flax.callbacks._strategies import R3, RAD, RARD, Draw, ResamplingStrategy, Uniform
 from jno_flax.callbacks._stopping import EarlyStopping, TerminateOnNaN, early_stopping_decision
 from jno_flax.callbacks._summary import ModelSummary
 from jno_flax.callbacks._switch import SwitchOptimizer
@@ -20,10 +21,11 @@ from jno_flax.callbacks._timer import Timer
 from jno_flax.callbacks._tracker import TrackerCallback
 
 __all__ = [
-    "AdaptiveWeightsCallback", "CSVLogger", "Callback", "ChunkMetrics", "EarlyStopping",
+    "AdaptiveWeightsCallback", "CSVLogger", "Callback", "ChunkMetrics", "Draw", "EarlyStopping",
     "EveryNSteps", "GradientConflict", "InGraph", "LearningRateMonitor", "Logger",
     "ModelCheckpoint", "ModelSummary", "NTKDiagnostics", "PlotCallback", "ProgressBar",
-    "ResamplePoints", "StateUpdate", "StepMetrics", "SwitchOptimizer", "TensorBoardLogger",
-    "TerminateOnNaN", "Timer", "TrackerCallback",
+    "R3", "RAD", "RARD", "ResamplePoints", "ResamplingStrategy", "StateUpdate", "StepMetrics",
+    "SwitchOptimizer", "TensorBoardLogger",
+    "TerminateOnNaN", "Timer", "TrackerCallback", "Uniform",
     "early_stopping_decision", "learning_rate_of",
 ]

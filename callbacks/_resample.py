@@ -1,9 +1,7 @@
-"""Collocation points that move during training: uniform resampling, RAD and RAR-D."""
+"""Collocation points that move during training, drawn by a resampling strategy."""
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import TYPE_CHECKING, Any, Sequence
 
 import jax
@@ -13,61 +11,55 @@ from jno_flax._checks import positive_int
 from jno_flax._evaluate import Evaluator, walk
 from jno_flax._expr import Expr
 from jno_flax._pointset import PointSet, Variable
-from jno_flax._sampling import (check_resamplable, point_data_users, rad_probabilities,
-                                step_key, uniform_points)
+from jno_flax._sampling import check_resamplable, point_data_users, step_key, uniform_points
 from jno_flax.callbacks._callback import Callback, StateUpdate
+from jno_flax.callbacks._strategies import RAD, RARD, SHORTHANDS, Draw, ResamplingStrategy
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
     from jno_flax.trainers import Trainer, TrainState
 
-STRATEGIES = ("uniform", "rad", "rar-d")
-
-
-def _nonnegative(arg: str, value: Any) -> float:
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0
-            or not math.isfinite(value)):
-        raise ValueError(f"`{arg}` must be a non-negative number, got {value!r}; accepted: "
-                         "finite values >= 0.")
-    return float(value)
-
 
 class ResamplePoints(Callback):
     """New collocation points for one point set every ``every_n_train_steps`` steps, drawn
-    inside the compiled step from the state's PRNG key.
+    inside the compiled step from the state's PRNG key by a resampling ``strategy``.
 
     The points live in ``TrainState.extras["points_<k>"]`` (checkpointed, so a resumed run
     continues bit-identically); trackers, diagnostics and ``crux.eval`` see the current points.
     Steps ``s = n, 2n, ...`` (``n = every_n_train_steps``) train on the new points.
 
-    Strategies (Wu et al. 2023):
+    Strategies (``callbacks/_strategies.py``; a new one is a subclass of
+    :class:`~jno_flax.callbacks.ResamplingStrategy`):
 
-    * ``"uniform"``: ``N`` new points uniform in the region.
-    * ``"rad"``: ``N`` points drawn without replacement from a fresh uniform pool of ``pool``
-      candidates with probability ``p ∝ |r|^k / mean(|r|^k) + c``, ``r`` the residual
-      ``target`` evaluated on the pool with the current weights.
-    * ``"rar-d"``: the ``n_add`` points drawn that way are added to the current ones. The point
-      set grows, so its shapes change: the trainer places a chunk boundary at each resample,
-      draws the new points there (a jitted function of the state's key) and compiles the chunk
-      for the new size.
+    * :class:`~jno_flax.callbacks.Uniform` (``"uniform"``): ``N`` new points uniform in the
+      region.
+    * :class:`~jno_flax.callbacks.RAD` (``"rad"``, Wu et al. 2023): ``N`` points drawn from
+      a uniform pool with probability ``p ∝ |r|^k / mean(|r|^k) + c``, ``r`` the residual
+      ``target`` on the pool with the current weights.
+    * :class:`~jno_flax.callbacks.RARD` (``"rar-d"``): the points drawn that way are added
+      to the current ones. The point set grows, so its shapes change: the trainer places a
+      chunk boundary at each resample, draws the new points there (a jitted function of the
+      state's key) and compiles the chunk for the new size.
+    * :class:`~jno_flax.callbacks.R3` (``"r3"``, Daw et al. 2023): points whose residual is
+      above the mean are retained, the others replaced by uniform ones.
 
     Args:
-        target: a residual field (``rad``/``rar-d``), or any field or coordinate variable of
-            the point set (``uniform``). Interior and ``"initial"`` tags can be resampled.
+        target: a residual field (strategies that weigh by the residual), or any field or
+            coordinate variable of the point set (``uniform``). Interior and ``"initial"``
+            tags can be resampled.
         every_n_train_steps: resampling period in steps.
-        strategy: ``"uniform"``, ``"rad"`` or ``"rar-d"``.
-        pool: candidates per draw for ``rad``/``rar-d`` (default ``10 N``; at least ``N``).
-        k, c: the RAD exponent and offset (``k = 1, c = 1`` by default; both >= 0).
-        n_add: points ``rar-d`` adds per resample (default ``N // 10``, at least 1).
+        strategy: a :class:`~jno_flax.callbacks.ResamplingStrategy`, or the shorthand
+            ``"uniform"``, ``"rad"``, ``"rar-d"`` or ``"r3"``.
+        pool, k, c, n_add: settings of the ``"rad"`` and ``"rar-d"`` shorthands (see
+            :class:`~jno_flax.callbacks.RAD`); a strategy object takes its own.
 
-    >>> ResamplePoints(pde_residual, every_n_train_steps=1000, strategy="rad", k=1.0, c=1.0)
+    >>> ResamplePoints(pde_residual, every_n_train_steps=1000, strategy=RAD(k=1.0, c=1.0))
     """
 
-    def __init__(self, target: Any, every_n_train_steps: int, strategy: str = "uniform",
-                 pool: int | None = None, k: float = 1.0, c: float = 1.0,
-                 n_add: int | None = None):
-        if strategy not in STRATEGIES:
-            raise ValueError(f"`strategy` must be one of {list(STRATEGIES)}, got {strategy!r}.")
+    def __init__(self, target: Any, every_n_train_steps: int,
+                 strategy: str | ResamplingStrategy = "uniform", pool: int | None = None,
+                 k: float | None = None, c: float | None = None, n_add: int | None = None):
+        strategy = _strategy(strategy, pool=pool, k=k, c=c, n_add=n_add)
         if isinstance(target, PointSet):
             ps = target
         elif isinstance(target, Expr) and target.pointset is not None:
@@ -75,25 +67,18 @@ class ResamplePoints(Callback):
         else:
             raise TypeError(f"`target` must be a field on a point set (a residual, or a "
                             f"coordinate variable for 'uniform'), got {target!r}.")
-        if strategy != "uniform" and (not isinstance(target, Expr)
-                                      or isinstance(target, Variable)):
-            raise TypeError(f"`target` must be a residual field for strategy={strategy!r} "
-                            f"(its size sets the sampling density), got {target!r}; a "
-                            "coordinate variable or point set suits strategy='uniform'.")
+        if strategy.needs_residual and (not isinstance(target, Expr)
+                                        or isinstance(target, Variable)):
+            raise TypeError(f"`target` must be a residual field for strategy="
+                            f"{strategy.name!r} (its size sets the sampling density), got "
+                            f"{target!r}; a coordinate variable or point set suits "
+                            "strategy='uniform'.")
         check_resamplable(ps, "target")
-        self.target, self.pointset, self.strategy = target, ps, strategy
+        self.target, self.pointset = target, ps
+        #: the resampling strategy, bound to the point set's size
+        self.strategy = strategy.bind(ps.n, ps.describe())
         self.every_n_train_steps = positive_int("every_n_train_steps", every_n_train_steps,
                                                 steps=True)
-        self.k, self.c = _nonnegative("k", k), _nonnegative("c", c)
-        n = ps.n
-        self.pool = positive_int("pool", pool, allow_none=True) or 10 * n
-        if strategy != "uniform" and self.pool < n:
-            raise ValueError(f"`pool` must be at least the number of points ({n} in "
-                             f"{ps.describe()}), got {pool!r}.")
-        self.n_add = positive_int("n_add", n_add, allow_none=True) or max(1, n // 10)
-        if n_add is not None and strategy != "rar-d":
-            raise ValueError(f"`n_add` is for strategy='rar-d', got n_add={n_add!r} with "
-                             f"strategy={strategy!r}.")
         self._key: str | None = None
         self._problem_id: int | None = None
         self._update: StateUpdate | None = None
@@ -101,13 +86,13 @@ class ResamplePoints(Callback):
 
     @property
     def state_key(self) -> str:
-        return (f"ResamplePoints[{self.pointset.tag}:{self.strategy}"
+        return (f"ResamplePoints[{self.pointset.tag}:{self.strategy.name}"
                 f"/{self.every_n_train_steps}]")
 
     @property
     def grows(self) -> bool:
         """The point set grows (``rar-d``), at chunk boundaries."""
-        return self.strategy == "rar-d"
+        return self.strategy.grows
 
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
@@ -147,31 +132,26 @@ class ResamplePoints(Callback):
     # ------------------------------------------------------------------ drawing
     def size_at(self, step: int) -> int:
         """The number of points that train step ``step``."""
-        if not self.grows:
-            return self.pointset.n
-        return self.pointset.n + self.n_add * (step // self.every_n_train_steps)
+        return self.strategy.size_at(self.pointset.n, step // self.every_n_train_steps
+                                     if self.grows else 0)
 
     def _draw(self, problem: "Problem", replace: bool):
-        """``fn(state, batch) -> points``: the new points (``replace``) or the current ones
-        with ``n_add`` more (``rar-d``)."""
-        ps, key, strategy = self.pointset, problem.registry.key(self.pointset), self.strategy
-        registry = problem.registry
+        """``fn(state, batch) -> points``: the strategy's new points, inside the loop
+        (``replace``) or at a chunk boundary (a growing set)."""
+        ps, key, registry = self.pointset, problem.registry.key(self.pointset), problem.registry
 
         def draw(state: "TrainState", batch: dict[str, jax.Array]) -> jax.Array:
             current = batch[key]
             n = current.shape[0]  # static: a grown set draws with its own key
             rng = step_key(state, f"resample/{key}" + ("" if replace else f"/{n}"))
-            if strategy == "uniform":
-                return uniform_points(ps, rng, n, current.dtype)
-            k_pool, k_pick = jax.random.split(rng)
-            pool = uniform_points(ps, k_pool, self.pool, current.dtype)
-            ev = Evaluator(registry, state.params, {**batch, key: pool}, [self.target],
-                           extras=state.extras, training=False)
-            residual = jax.lax.stop_gradient(ev.value(self.target))[0]
-            p = rad_probabilities(residual, self.k, self.c)
-            count = n if replace else self.n_add
-            picked = pool[jax.random.choice(k_pick, self.pool, (count,), replace=False, p=p)]
-            return picked if replace else jnp.concatenate([current, picked])
+
+            def residual(points: jax.Array) -> jax.Array:
+                ev = Evaluator(registry, state.params, {**batch, key: points}, [self.target],
+                               extras=state.extras, training=False)
+                return jax.lax.stop_gradient(ev.value(self.target))[0]
+            return self.strategy.draw(Draw(
+                rng, current, lambda k, count: uniform_points(ps, k, count, current.dtype),
+                residual))
 
         return draw
 
@@ -198,6 +178,31 @@ class ResamplePoints(Callback):
         grown = jax.ShapeDtypeStruct((self.size_at(max(step - 1, 0)),) + points.shape[1:],
                                      points.dtype)
         return target.replace(extras={**target.extras, self._key: grown})
+
+
+def _strategy(strategy: Any, **settings: Any) -> ResamplingStrategy:
+    """``ResamplePoints(strategy=...)`` as a strategy object; the keyword ``settings`` belong
+    to the ``"rad"`` and ``"rar-d"`` shorthands."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    if isinstance(strategy, ResamplingStrategy):
+        if given:
+            raise ValueError(f"{sorted(given)} are settings of the string strategies; give "
+                             f"them to the strategy object instead (e.g. RAD(k=2.0)), got "
+                             f"strategy={strategy!r}.")
+        return strategy
+    if not isinstance(strategy, str) or strategy not in SHORTHANDS:
+        raise ValueError(f"`strategy` must be one of {list(SHORTHANDS)} or a "
+                         f"ResamplingStrategy, got {strategy!r}.")
+    if "n_add" in given and strategy != "rar-d":
+        raise ValueError(f"`n_add` is for strategy='rar-d', got n_add={given['n_add']!r} with "
+                         f"strategy={strategy!r}.")
+    kind = SHORTHANDS[strategy]
+    if kind not in (RAD, RARD):
+        if given:
+            raise ValueError(f"{sorted(given)} are settings of strategy='rad' and 'rar-d', "
+                             f"got them with strategy={strategy!r}.")
+        return kind()
+    return kind(**given)
 
 
 def _depends_on(expr: Expr, ps: PointSet) -> bool:

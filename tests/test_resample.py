@@ -243,3 +243,67 @@ def test_rad_parameters_must_be_finite(arg):
     with pytest.raises(ValueError, match=rf"`{arg}` must be a non-negative number, got inf; "
                                          r"accepted: finite values >= 0"):
         ResamplePoints(residual, 10, strategy="rad", **{arg: float("inf")})
+
+
+# ---------------------------------------------------------------------- strategies as objects
+def _draw(current, residual, seed=0):
+    from jno_flax.callbacks import Draw
+    dom = jno.domain.lshape(n_interior=8, n_boundary=8, seed=0)
+    ps = dom.pointset("interior")
+    return Draw(jax.random.PRNGKey(seed), current,
+                lambda k, n: uniform_points(ps, k, n, current.dtype), residual), dom
+
+
+def test_r3_retains_the_points_above_the_mean_residual_and_replaces_the_others():
+    from jno_flax.callbacks import R3
+    current = jnp.asarray(np.random.default_rng(0).uniform(-1, 0, (200, 2)), jnp.float32)
+    d, dom = _draw(current, lambda p: p[:, :1] ** 2)   # |r| = x^2: large near x = -1
+    new = np.asarray(R3().draw(d))
+    size = np.asarray(current[:, 0]) ** 2
+    keep = size > size.mean()
+    assert new.shape == current.shape and 0 < keep.sum() < len(keep)
+    np.testing.assert_array_equal(new[keep], np.asarray(current)[keep])
+    assert not np.isin(new[~keep], np.asarray(current)).all(axis=1).any()
+    assert dom.geometry.contains(new[~keep]).all()
+
+
+def test_a_strategy_object_equals_its_shorthand_and_a_new_strategy_needs_no_library_edit():
+    from jno_flax.callbacks import RAD, ResamplingStrategy
+
+    class KeepHalf(ResamplingStrategy):   # a researcher's strategy, written outside
+        name = "keep-half"
+
+        def draw(self, d):
+            fresh = d.uniform(d.key, d.n)
+            return jnp.where(jnp.arange(d.n)[:, None] < d.n // 2, d.current, fresh)
+
+    results = {}
+    for label, strategy in (("string", "rad"), ("object", RAD(k=1.0, c=1.0)),
+                            ("custom", KeepHalf())):
+        dom, x, residual, crux = _lshape_problem()
+        target = x if label == "custom" else residual
+        Trainer(max_steps=12, callbacks=[ResamplePoints(target, 5, strategy=strategy)],
+                **QUIET).fit(crux)
+        results[label] = np.asarray(crux.state.extras["points_0"])
+    np.testing.assert_array_equal(results["string"], results["object"])
+    stored = dom.points("interior").astype(results["custom"].dtype)
+    np.testing.assert_array_equal(results["custom"][:32], stored[:32])
+    assert not np.isin(results["custom"][32:], stored).all(axis=1).any()
+    assert dom.geometry.contains(results["custom"]).all()
+
+
+def test_strategy_settings_go_to_the_strategy_object():
+    from jno_flax.callbacks import R3, RAD, RARD
+    _, x, residual, _ = _lshape_problem()
+    with pytest.raises(ValueError, match=r"\['pool'\] are settings of the string strategies"):
+        ResamplePoints(residual, 10, strategy=RAD(), pool=100)
+    with pytest.raises(ValueError, match=r"\['k'\] are settings of strategy='rad' and 'rar-d', "
+                                         "got them with strategy='uniform'"):
+        ResamplePoints(x, 10, strategy="uniform", k=2.0)
+    with pytest.raises(TypeError, match="residual field for strategy='r3'"):
+        ResamplePoints(x, 10, strategy=R3())
+    with pytest.raises(ValueError, match=r"`pool` must be at least the number of points \(64"):
+        ResamplePoints(residual, 10, strategy=RARD(pool=8))
+    shared = RAD()   # one object for two point sets of different sizes
+    a = ResamplePoints(residual, 10, strategy=shared)
+    assert a.strategy.pool == 640 and shared.pool is None
