@@ -58,8 +58,9 @@ if TYPE_CHECKING:  # pragma: no cover
 @dataclass(frozen=True, eq=False)
 class StateUpdate:
     """An entry of ``TrainState.extras`` that changes inside the fused loop: before the steps
-    ``s = interval, 2 * interval, ...`` (once every ``interval`` steps done), the entry becomes
-    ``update(state, batch)``, where ``batch`` holds the current points.
+    ``s = interval, 2 * interval, ...`` (once every ``interval`` steps done; also ``s = 0``
+    with ``from_step_zero``), the entry becomes ``update(state, batch)``, where ``batch``
+    holds the current points.
 
     Attributes:
         name: the key in ``TrainState.extras`` (a point set's key ``points_<k>`` makes the
@@ -75,6 +76,8 @@ class StateUpdate:
     interval: int
     init: Callable[[], Any]
     update: Callable[[Any, dict], Any] | None = None
+    #: also before step 0 (a refresh that sets the first value, e.g. periodic loss weights)
+    from_step_zero: bool = False
 
     @property
     def in_loop(self) -> bool:

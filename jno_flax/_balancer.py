@@ -78,6 +78,27 @@ class Balancer:
         """Further expressions the weights depend on (e.g. trainable log-variances)."""
         return ()
 
+    @property
+    def refresh_period(self) -> int | None:
+        """Schemes refreshed every ``n`` steps by :meth:`refresh` (before the steps ``0, n,
+        2n, ...``, outside the loss): ``n``; ``None`` for schemes updated every step."""
+        return None
+
+    def refresh(self, ev: "Evaluator", state: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """The scheme's state after a periodic refresh at ``ev``'s step (with its
+        parameters and points)."""
+        return state
+
+    def refreshed_slot(self, registry: Any, state: Any, batch: dict[str, jax.Array]
+                       ) -> dict[str, Any]:
+        """This balancer's ``TrainState.extras`` entry after a refresh before the step of
+        ``state`` on the points ``batch``: what the trainer's periodic event writes."""
+        from jno_flax._evaluate import Evaluator
+        slot = state.extras[registry.balancer_key(self)]
+        ev = Evaluator.of_state(registry, state, batch, list(self.losses))
+        new = self.refresh(ev, slot["state"])
+        return {**slot, "state": jax.tree.map(_like, new, slot["state"])}
+
     def weights_from(self, ev: "Evaluator", state: dict[str, jax.Array], losses: jax.Array,
                      key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         """The step's weights and new state; schemes that need more than the losses

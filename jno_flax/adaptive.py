@@ -162,12 +162,20 @@ def dwa(losses: Sequence[Expr], temperature: float = 2.0) -> DWA:
 
 # ---------------------------------------------------------------------- gradient based
 class _Periodic(Balancer):
-    """Weights recomputed every ``period`` steps from parameter derivatives, smoothed."""
+    """Weights recomputed every ``period`` steps from parameter derivatives, smoothed.
+
+    The refresh is a periodic event of the training loop (:meth:`refresh`, run before the
+    steps ``s = 0, period, 2 period, ...`` like resampling, so the compiled step has no
+    ``lax.cond`` for it); between refreshes every step uses the stored weights."""
 
     def __init__(self, losses, period: int, alpha: float):
         super().__init__(losses)
         self.period = positive_int("period", period, steps=True)
         self.alpha = unit_interval("alpha", alpha)
+
+    @property
+    def refresh_period(self) -> int:
+        return self.period
 
     def init(self):
         return {"count": jnp.zeros((), jnp.int32), "weights": jnp.ones((self.m,), float_dtype())}
@@ -175,16 +183,13 @@ class _Periodic(Balancer):
     def targets(self, ev: Evaluator, params) -> jax.Array:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def weights_from(self, ev, state, losses, key):
+    def refresh(self, ev, state):
         params = jax.lax.stop_gradient(ev.params)
+        new = self.alpha * state["weights"] + (1 - self.alpha) * self.targets(ev, params)
+        return {**state, "weights": new.astype(float_dtype())}
 
-        def refresh(weights):
-            new = self.alpha * weights + (1 - self.alpha) * self.targets(ev, params)
-            return new.astype(float_dtype())
-
-        weights = jax.lax.cond(_count(state) % self.period == 0, refresh, lambda w: w,
-                               state["weights"])
-        return weights, {"count": state["count"] + 1, "weights": weights}
+    def weights_from(self, ev, state, losses, key):
+        return state["weights"], {"count": state["count"] + 1, "weights": state["weights"]}
 
     def _trained(self, ev: Evaluator) -> set[str]:
         return {ev.registry.name(t) for t in ev.registry.trainables if not t.frozen}

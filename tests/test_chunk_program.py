@@ -129,3 +129,23 @@ def test_a_tracker_and_resampling_on_the_accelerator_layout_compile_without_cond
     mean_x = h.trackers["mean_x"].values   # the tracker sees the points of its step
     changed = np.flatnonzero(np.diff(mean_x)) + 1
     np.testing.assert_array_equal(h.trackers["mean_x"].steps[changed], [100])
+
+
+def test_a_periodic_balancer_refresh_is_a_block_event_with_the_same_weights():
+    from tests.conftest import TinyProblem
+    weights = {}
+    for nested in (True, False):
+        tiny = TinyProblem()
+        w = jno.adaptive.lr_annealing([tiny.pde, tiny.bc], period=10, alpha=0.5)
+        crux = jno.core([w[0] * tiny.pde, w[1] * tiny.bc])
+        trainer = Trainer(max_steps=30, chunk_size=30, nested_intervals=nested,
+                          enable_progress_bar=False, logger=False, enable_model_summary=False)
+        h = trainer.fit(crux)
+        weights[nested] = h.trackers["weights/lr_annealing0/bc"].values
+        _, program = trainer.chunks.latest()
+        jaxpr = jax.make_jaxpr(program(), static_argnums=(2, 3))(
+            crux.state, crux.registry.batch(), 30, 0, np.int32(30))
+        assert ("cond" in _primitives(jaxpr.jaxpr)) is not nested
+    changes = np.flatnonzero(np.diff(weights[True])) + 1
+    np.testing.assert_array_equal(changes, [10, 20])   # refreshed at 0, 10 and 20 only
+    np.testing.assert_allclose(weights[True], weights[False], rtol=1e-5)

@@ -159,12 +159,15 @@ class ChunkProgram:
 
 def _apply(updates: list[StateUpdate], state: TrainState, points: dict) -> TrainState:
     """``state`` with the ``updates`` applied (each is due: ``state.step`` is a multiple of its
-    interval), except at step 0, which trains on the initial entries."""
+    interval), except at step 0, which trains on the initial entries unless an update is
+    ``from_step_zero``."""
     extras = dict(state.extras)
     for u in updates:
         new = u.update(state, points)
-        extras[u.name] = jax.tree.map(lambda a, b: jnp.where(state.step > 0, a, b), new,
-                                      state.extras[u.name])
+        if not u.from_step_zero:
+            new = jax.tree.map(lambda a, b: jnp.where(state.step > 0, a, b), new,
+                               state.extras[u.name])
+        extras[u.name] = new
     return state.replace(extras=extras)
 
 
@@ -183,7 +186,7 @@ class _Body:
         """The per-step form of the conditional groups' updates."""
         for g in self.p.conditional:
             if g.updates:
-                due = (state.step % g.interval == 0) & (state.step > 0)
+                due = state.step % g.interval == 0
                 state = jax.lax.cond(due, lambda st, g=g: _apply(g.updates, st, self.points(st)),
                                      lambda st: st, state)
         return state

@@ -84,10 +84,22 @@ def assemble(trainer: "Trainer", problem: "Problem") -> list[Callback]:
 
 def collect_updates(callbacks: Sequence[Callback], trainer: "Trainer", problem: "Problem"
                     ) -> list[StateUpdate]:
-    """Every callback's state entries (one owner per ``TrainState.extras`` entry)."""
+    """The periodic refreshes of the problem's balancers, then every callback's state
+    entries (one owner per ``TrainState.extras`` entry)."""
+    registry = problem.registry
+    balancer_keys = {registry.balancer_key(b) for b in registry.balancers}
     owners: dict[str, str] = {}
-    balancer_keys = {problem.registry.balancer_key(b) for b in problem.registry.balancers}
     updates: list[StateUpdate] = []
+    for b in registry.balancers:
+        if b.refresh_period is not None:   # one per problem: a compiled chunk keys on it
+            key = (id(registry), registry.balancer_key(b))
+            if key not in trainer.refreshes:
+                trainer.refreshes[key] = StateUpdate(
+                    registry.balancer_key(b), b.refresh_period, init=b.initial_slot,
+                    update=lambda st, pts, b=b: b.refreshed_slot(registry, st,
+                                                                 trainer.minibatch(st, pts)),
+                    from_step_zero=True)
+            updates.append(trainer.refreshes[key])
     for cb in callbacks:
         for u in cb.state_updates(trainer, problem):
             if not isinstance(u, StateUpdate):

@@ -192,6 +192,8 @@ class Trainer(TrainingStep, LightningAttributes):
         self._checkpoint = None
         #: the compiled chunk of the live configuration
         self.chunks = CompiledChunks()
+        #: the periodic balancer refreshes of the problems fitted (``trainers/_hooks.py``)
+        self.refreshes: dict[tuple[int, str], StateUpdate] = {}
         self._tracing: dict[str, optax.GradientTransformation] | None = None
 
     @property
