@@ -28,19 +28,18 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
-import jax
 import orbax.checkpoint as ocp
 
 from jno_flax._checks import integer
 from jno_flax._warnings import warn
 from jno_flax.callbacks._callback import Callback, ChunkMetrics
-from jno_flax.callbacks._checkpoint_dir import DirectoryLock, Entry, foreign, list_entries
+from jno_flax.callbacks._checkpoint_dir import DirectoryLock
 from jno_flax.callbacks._logger import next_version, next_version_numbers
 from jno_flax.callbacks._periodic import EveryNSteps
-from jno_flax._checkpoint_format import RESERVED_ENTRIES, fingerprint, history_arrays
+from jno_flax._checkpoint_format import (Entry, checkpoint_items, foreign, list_entries,
+                                         step_dir)
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
@@ -49,68 +48,12 @@ if TYPE_CHECKING:  # pragma: no cover
 MODES = ("min", "max")
 
 
-def _versions() -> dict[str, str]:
-    import flax
-    import optax
-
-    import jno_flax
-    return {"jno_flax": jno_flax.__version__, "jax": jax.__version__, "flax": flax.__version__,
-            "optax": optax.__version__, "orbax-checkpoint": getattr(ocp, "__version__", "?")}
-
-
 def _numbers(values: Any) -> dict[str, float]:
     """The numeric entries of a dict read from JSON (anything else is dropped)."""
     if not isinstance(values, dict):
         return {}
     return {str(k): float(v) for k, v in values.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def checkpoint_args(trainer: "Trainer", problem: "Problem",
-                    metadata: dict[str, Any]) -> ocp.args.Composite:
-    """The five items of a checkpoint of ``trainer``'s live state at its step, with
-    ``metadata`` added to the metadata item; every callback's ``on_save_checkpoint`` runs."""
-    from jno_flax.trainers._state import copy_tree
-    history = trainer.history
-    metadata = {"step": trainer.global_step, "run_id": history.run_id, "saved_at": time.time(),
-                "monitor": None, "score": None, "losses": {}, **metadata,
-                "precision": trainer.precision,
-                "versions": _versions(), "fingerprint": fingerprint(problem, trainer.state),
-                "wall_time": history.wall_time, "stop_reason": history.stop_reason,
-                "skipped_steps": history.skipped_steps.tolist(),
-                "history_order": {"losses": list(history.losses),
-                                  "trackers": list(history.trackers)}}
-    callbacks = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
-    checkpoint: dict[str, Any] = {"metadata": metadata, "callbacks": callbacks}
-    for cb in trainer.callbacks:
-        cb.on_save_checkpoint(trainer, problem, checkpoint)
-    if checkpoint["metadata"] is not metadata or checkpoint["callbacks"] is not callbacks:
-        raise ValueError("`on_save_checkpoint` replaced the checkpoint's 'metadata' or "
-                         "'callbacks' entry; add entries under other names.")
-    taken = sorted(k for k in checkpoint if k in RESERVED_ENTRIES[2:])
-    if taken:
-        raise ValueError(f"`on_save_checkpoint` added the entries {taken}, whose names "
-                         f"are reserved ({list(RESERVED_ENTRIES)}); use other names.")
-    extra = {k: v for k, v in checkpoint.items() if k not in RESERVED_ENTRIES}
-    # a copy: the live state's buffers are donated to the next chunk while orbax writes
-    return ocp.args.Composite(
-        state=ocp.args.StandardSave(copy_tree(trainer.state)),
-        history=ocp.args.StandardSave(history_arrays(history)),
-        callbacks=ocp.args.JsonSave(callbacks), extra=ocp.args.JsonSave(extra),
-        metadata=ocp.args.JsonSave(metadata))
-
-
-def write_checkpoint(trainer: "Trainer", problem: "Problem", path: str) -> str:
-    """Write a checkpoint of ``trainer``'s state to the new directory ``path`` (synchronous);
-    ``fit(problem, ckpt_path=path)`` resumes from it."""
-    path = os.path.abspath(path)
-    if os.path.exists(path):
-        raise FileExistsError(f"`filepath` {path!r} exists; `save_checkpoint` writes a new "
-                              "directory and never replaces one.")
-    args = checkpoint_args(trainer, problem, {})
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
-        ckptr.save(path, args=args)
-    return path
 
 
 class _Manager(ocp.CheckpointManager):
@@ -247,8 +190,7 @@ class ModelCheckpoint(Callback):
         return [e.step for e in self.entries()]
 
     def step_path(self, step: int) -> str:
-        name = str(step) if self.filename is None else f"{self.filename}_{step}"
-        return os.path.join(self.dirpath, name)
+        return step_dir(self.dirpath, step, self.filename)
 
     def best_path(self, paths: list[str]) -> str:
         """The best of ``paths`` by the monitored score stored in each checkpoint."""
@@ -444,7 +386,7 @@ class ModelCheckpoint(Callback):
             self.manager.delete(step)
             self._replaceable.discard(path)
         self._prune()   # against the newest complete checkpoint, never the one being written
-        args = checkpoint_args(trainer, problem, {"monitor": self.monitor, "score": score,
+        args = checkpoint_items(trainer, problem, {"monitor": self.monitor, "score": score,
                                                   "losses": dict(self._latest)})
         try:
             self.manager.save(step, args=args, force=True)

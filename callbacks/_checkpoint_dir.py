@@ -17,63 +17,8 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-from dataclasses import dataclass
-
-import orbax.checkpoint as ocp
-
-from jno_flax._checkpoint_format import READ_ERRORS, read_metadata
 
 LOCK_NAME = ".lock"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One complete checkpoint of a directory, as its metadata describes it.
-
-    Attributes:
-        step: the step it holds.
-        path: its directory.
-        run_id: the run that wrote it (``None``: unreadable metadata or an older version).
-        monitor: the name its score ranks by (``None`` without a monitor).
-        score: the monitored value when it was written.
-        readable: False when its metadata could not be read (a damaged checkpoint).
-    """
-
-    step: int
-    path: str
-    run_id: str | None
-    monitor: str | None
-    score: float | None
-    readable: bool
-
-
-def list_entries(dirpath: str, prefix: str | None) -> list[Entry]:
-    """Complete checkpoints in ``dirpath`` (step directories named ``[<prefix>_]<step>``),
-    oldest first, read from the directory (no orbax manager: its creation is a collective of
-    every process)."""
-    if not dirpath or not os.path.isdir(dirpath):
-        return []
-    out = []
-    for m in ocp.step.standard_name_format(step_prefix=prefix).find_all(dirpath):
-        path = os.path.join(dirpath, str(m.path.name))
-        try:
-            meta = read_metadata(path)
-        except READ_ERRORS:
-            out.append(Entry(m.step, path, None, None, None, False))
-            continue
-        score = meta.get("score")
-        out.append(Entry(m.step, path, meta.get("run_id"), meta.get("monitor"),
-                         None if score is None else float(score), True))
-    return sorted(out, key=lambda e: e.step)
-
-
-def foreign(entries: list[Entry], run_id: str | None, start: int,
-            replaceable: set[str]) -> list[Entry]:
-    """The checkpoints a run must not touch: written by another run, or newer than the step
-    ``start`` it (re)started from (another timeline of the same run), except the damaged
-    ones in ``replaceable`` (skipped when it resumed ``"last"``)."""
-    return [e for e in entries if e.path not in replaceable
-            and (e.run_id != run_id or e.step > start)]
 
 
 class DirectoryLock:

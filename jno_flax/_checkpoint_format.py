@@ -1,10 +1,23 @@
-"""Reading checkpoints back: which one (``"last"``, ``"best"``, a path), whether it fits the
-problem (a fingerprint), and what it holds. The trainer assigns what this returns."""
+"""The checkpoint format, in one place: what a checkpoint holds and how its directories are
+named, found, written, checked and read back. ``ModelCheckpoint`` decides when to save and
+what to keep; the trainer assigns what a restore returns.
+
+A checkpoint is an orbax composite directory ``<dirpath>/[<filename>_]<step>`` of five items:
+
+* ``state``: the whole ``TrainState`` (parameters, optimizer states, step, PRNG key, extras);
+* ``history``: the History as arrays (:meth:`History.to_arrays`, the one serialisation, also
+  used by ``History.save``);
+* ``callbacks``: every callback's ``state_dict`` by ``state_key`` (JSON);
+* ``extra``: the entries callbacks add in ``on_save_checkpoint`` (JSON);
+* ``metadata`` (JSON): the step, run id, monitor and score, precision, library versions, the
+  fingerprint of the state and problem, and the History's scalars.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -16,14 +29,90 @@ from jno_flax._warnings import warn
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
-    from jno_flax.callbacks import Callback
-    from jno_flax.trainers import History, TrainState
+    from jno_flax.callbacks import ModelCheckpoint
+    from jno_flax.trainers import History, Trainer, TrainState
 
 #: what reading a damaged checkpoint raises (truncated or missing files, bad JSON)
 READ_ERRORS = (ValueError, OSError, KeyError, TypeError, json.JSONDecodeError)
 #: keys of the ``checkpoint`` dict handed to ``on_load_checkpoint`` that the trainer fills;
 #: a callback's ``on_save_checkpoint`` may not use them
 RESERVED_ENTRIES = ("metadata", "callbacks", "path", "skipped")
+#: the items of a checkpoint directory
+ITEMS = ("state", "history", "callbacks", "extra", "metadata")
+
+
+# ---------------------------------------------------------------------- step directories
+def _step_names(prefix: str | None):
+    return ocp.step.standard_name_format(step_prefix=prefix)
+
+
+def step_dir(dirpath: str, step: int, prefix: str | None) -> str:
+    """The directory of the checkpoint of ``step`` in ``dirpath``: ``[<prefix>_]<step>``."""
+    return os.path.join(dirpath, str(step) if prefix is None else f"{prefix}_{step}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One complete checkpoint of a directory, as its metadata describes it.
+
+    Attributes:
+        step: the step it holds.
+        path: its directory.
+        run_id: the run that wrote it (``None``: unreadable metadata or an older version).
+        monitor: the name its score ranks by (``None`` without a monitor).
+        score: the monitored value when it was written.
+        readable: False when its metadata could not be read (a damaged checkpoint).
+    """
+
+    step: int
+    path: str
+    run_id: str | None
+    monitor: str | None
+    score: float | None
+    readable: bool
+
+
+def list_entries(dirpath: str, prefix: str | None) -> list[Entry]:
+    """Complete checkpoints in ``dirpath`` (step directories named ``[<prefix>_]<step>``),
+    oldest first, read from the directory (no orbax manager: its creation is a collective of
+    every process)."""
+    if not dirpath or not os.path.isdir(dirpath):
+        return []
+    out = []
+    for m in _step_names(prefix).find_all(dirpath):
+        path = os.path.join(dirpath, str(m.path.name))
+        try:
+            meta = read_metadata(path)
+        except READ_ERRORS:
+            out.append(Entry(m.step, path, None, None, None, False))
+            continue
+        score = meta.get("score")
+        out.append(Entry(m.step, path, meta.get("run_id"), meta.get("monitor"),
+                         None if score is None else float(score), True))
+    return sorted(out, key=lambda e: e.step)
+
+
+def foreign(entries: list[Entry], run_id: str | None, start: int,
+            replaceable: set[str]) -> list[Entry]:
+    """The checkpoints a run must not touch: written by another run, or newer than the step
+    ``start`` it (re)started from (another timeline of the same run), except the damaged
+    ones in ``replaceable`` (skipped when it resumed ``"last"``)."""
+    return [e for e in entries if e.path not in replaceable
+            and (e.run_id != run_id or e.step > start)]
+
+
+def state_item(path: str) -> str:
+    """The directory of the ``state`` item for ``path``: a checkpoint step directory, a
+    checkpoint directory (its newest step, whatever its prefix) or ``path`` itself (a
+    ``save_weights`` directory)."""
+    if os.path.isdir(os.path.join(path, "state")):
+        return os.path.join(path, "state")
+    steps = []
+    for name in (os.listdir(path) if os.path.isdir(path) else []):
+        number = name.rpartition("_")[2]     # step_dir's names: [<prefix>_]<step>
+        if number.isdigit() and os.path.isdir(os.path.join(path, name, "state")):
+            steps.append((int(number), name))
+    return os.path.join(path, max(steps)[1], "state") if steps else path
 
 
 # ---------------------------------------------------------------------- fingerprint
@@ -100,37 +189,60 @@ def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list
     return out
 
 
-# ---------------------------------------------------------------------- history as arrays
-def history_arrays(history: "History") -> dict[str, Any]:
-    """The History as a pytree of arrays (an orbax item); wall time, stop reason, run id and
-    the skipped steps (often none: orbax cannot save empty arrays) go to the metadata."""
-    d = history.to_dict()
-    return {"steps": d["steps"], "total_loss": d["total_loss"], "losses": d["losses"],
-            "trackers": {k: {"steps": s["steps"], "values": s["values"]}
-                         for k, s in d["trackers"].items()}}
+# ---------------------------------------------------------------------- writing
+def _versions() -> dict[str, str]:
+    import flax
+    import optax
+
+    import jno_flax
+    return {"jno_flax": jno_flax.__version__, "jax": jax.__version__, "flax": flax.__version__,
+            "optax": optax.__version__, "orbax-checkpoint": getattr(ocp, "__version__", "?")}
 
 
-def history_from_arrays(arrays: dict[str, Any], metadata: dict[str, Any]) -> "History":
-    from jno_flax.trainers import History
-    as_np = jax.tree.map(np.asarray, arrays)
-    # orbax returns dicts with sorted keys: back to the order the run had
-    order = metadata.get("history_order", {})
-    losses, trackers = as_np.get("losses", {}), as_np.get("trackers", {})
-    losses = {k: losses[k] for k in order.get("losses", []) if k in losses} | losses
-    trackers = {k: trackers[k] for k in order.get("trackers", []) if k in trackers} | trackers
-    return History.from_dict({**as_np, "losses": losses, "trackers": trackers,
-                              "skipped_steps": metadata.get("skipped_steps", []),
-                              "wall_time": metadata.get("wall_time", 0.0),
-                              "stop_reason": metadata.get("stop_reason"),
-                              "run_id": metadata.get("run_id")})
+def checkpoint_items(trainer: "Trainer", problem: "Problem",
+                     metadata: dict[str, Any]) -> ocp.args.Composite:
+    """The five items of a checkpoint of ``trainer``'s live state at its step, with
+    ``metadata`` added to the metadata item; every callback's ``on_save_checkpoint`` runs."""
+    from jno_flax.trainers._state import copy_tree
+    history_arrays, history_meta = trainer.history.to_arrays()
+    metadata = {"step": trainer.global_step, "run_id": trainer.history.run_id,
+                "saved_at": time.time(), "monitor": None, "score": None, "losses": {},
+                **metadata, "precision": trainer.precision, "versions": _versions(),
+                "fingerprint": fingerprint(problem, trainer.state), **history_meta}
+    callbacks = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
+    checkpoint: dict[str, Any] = {"metadata": metadata, "callbacks": callbacks}
+    for cb in trainer.callbacks:
+        cb.on_save_checkpoint(trainer, problem, checkpoint)
+    if checkpoint["metadata"] is not metadata or checkpoint["callbacks"] is not callbacks:
+        raise ValueError("`on_save_checkpoint` replaced the checkpoint's 'metadata' or "
+                         "'callbacks' entry; add entries under other names.")
+    taken = sorted(k for k in checkpoint if k in RESERVED_ENTRIES[2:])
+    if taken:
+        raise ValueError(f"`on_save_checkpoint` added the entries {taken}, whose names "
+                         f"are reserved ({list(RESERVED_ENTRIES)}); use other names.")
+    extra = {k: v for k, v in checkpoint.items() if k not in RESERVED_ENTRIES}
+    # a copy: the live state's buffers are donated to the next chunk while orbax writes
+    return ocp.args.Composite(
+        state=ocp.args.StandardSave(copy_tree(trainer.state)),
+        history=ocp.args.StandardSave(history_arrays),
+        callbacks=ocp.args.JsonSave(callbacks), extra=ocp.args.JsonSave(extra),
+        metadata=ocp.args.JsonSave(metadata))
 
 
-# ---------------------------------------------------------------------- choosing
-def _checkpoints(callbacks: list["Callback"]) -> list[Any]:
-    from jno_flax.callbacks._checkpoint import ModelCheckpoint
-    return [cb for cb in callbacks if isinstance(cb, ModelCheckpoint)]
+def write_checkpoint(trainer: "Trainer", problem: "Problem", path: str) -> str:
+    """Write a checkpoint of ``trainer``'s state to the new directory ``path`` (synchronous);
+    ``fit(problem, ckpt_path=path)`` resumes from it."""
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        raise FileExistsError(f"`filepath` {path!r} exists; `save_checkpoint` writes a new "
+                              "directory and never replaces one.")
+    args = checkpoint_items(trainer, problem, {})
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
+        ckptr.save(path, args=args)
+    return path
 
 
+# ---------------------------------------------------------------------- reading
 #: the metadata entries every checkpoint has, with the types they must have
 _METADATA_TYPES = {"step": (int, "an integer"), "fingerprint": (dict, "an object"),
                    "losses": (dict, "an object")}
@@ -161,7 +273,7 @@ def read_metadata(path: str) -> dict[str, Any]:
     return metadata
 
 
-def resolve(ckpt_path: str, callbacks: list["Callback"]) -> list[str]:
+def resolve(ckpt_path: str, checkpoints: list["ModelCheckpoint"]) -> list[str]:
     """Candidate checkpoint directories for ``ckpt_path``, preferred first (empty: none yet).
 
     ``"last"``: the newest checkpoint of the first ``ModelCheckpoint`` (in its directory, or
@@ -170,12 +282,11 @@ def resolve(ckpt_path: str, callbacks: list["Callback"]) -> list[str]:
     the same command every time. ``"best"``: the best by the ``ModelCheckpoint``'s monitor. A
     path: that step directory, which must exist.
     """
-    ckpts = _checkpoints(callbacks)
+    ckpts = checkpoints
     if ckpt_path in ("last", "best"):
         if not ckpts:
             raise ValueError(f"`ckpt_path={ckpt_path!r}` needs a ModelCheckpoint callback on the "
                              "trainer to know where checkpoints are.")
-        from jno_flax.callbacks._checkpoint_dir import list_entries
         cb = ckpts[0]
         paths = []
         for directory in cb.search_dirs():   # the newest run's directory with checkpoints
@@ -225,7 +336,7 @@ def _read(path: str, target) -> dict[str, Any]:
     return dict(restored.items())
 
 
-def restore(ckpt_path: str, callbacks: list["Callback"], problem: "Problem",
+def restore(ckpt_path: str, checkpoints: list["ModelCheckpoint"], problem: "Problem",
             state_for: Callable[[int, str | None], "TrainState"]) -> Restored | None:
     """Read the checkpoint ``ckpt_path`` names, for a run whose state at a checkpoint of step
     ``s`` written with precision ``p`` (its metadata's ``"precision"``) has the structure of
@@ -238,7 +349,7 @@ def restore(ckpt_path: str, callbacks: list["Callback"], problem: "Problem",
     decoding errors) counts as damaged: with ``"last"`` the next older one is tried, with a
     warning. ``None`` when ``"last"``/``"best"`` finds no checkpoint yet.
     """
-    candidates = resolve(ckpt_path, callbacks)
+    candidates = resolve(ckpt_path, checkpoints)
     skipped: list[str] = []
     for i, path in enumerate(candidates):
         try:
@@ -262,7 +373,9 @@ def restore(ckpt_path: str, callbacks: list["Callback"], problem: "Problem",
                              f"restored. Differences: {mismatch}")
         checkpoint = {**items["extra"], "metadata": items["metadata"],
                       "callbacks": items["callbacks"], "path": path, "skipped": list(skipped)}
-        return Restored(path, items["state"], history_from_arrays(items["history"],
-                                                                  items["metadata"]),
+        from jno_flax.trainers import History
+        history = History.from_arrays(jax.tree.map(np.asarray, items["history"]),
+                                      items["metadata"], run_id=items["metadata"].get("run_id"))
+        return Restored(path, items["state"], history,
                         items["callbacks"], checkpoint, skipped)
     return None

@@ -172,12 +172,12 @@ class Problem:
     # ------------------------------------------------------------------ weights
     def save_weights(self, path: str) -> str:
         """Save every trainable's parameters (orbax) to the new directory ``path``."""
-        from jno_flax._weights import save_weights
+        from jno_flax._model_params import save_weights
         return save_weights(self, path)
 
     def load_weights(self, path: str) -> None:
         """Load parameters for evaluation from ``save_weights`` output or a checkpoint."""
-        from jno_flax._weights import load_weights
+        from jno_flax._model_params import load_weights
         load_weights(self, path)
 
     # ------------------------------------------------------------------ evaluation

@@ -149,17 +149,9 @@ class History:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of numpy arrays (and the wall time)."""
-        return {
-            "steps": self.steps,
-            "total_loss": self.total_loss,
-            "losses": self.losses,
-            "trackers": {k: {"steps": s.steps, "values": s.values}
-                         for k, s in self.trackers.items()},
-            "skipped_steps": self.skipped_steps,
-            "wall_time": self.wall_time,
-            "stop_reason": self.stop_reason,
-            "run_id": self.run_id,
-        }
+        arrays, meta = self.to_arrays()
+        return {**arrays, "skipped_steps": self.skipped_steps, "wall_time": self.wall_time,
+                "stop_reason": self.stop_reason, "run_id": self.run_id}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "History":
@@ -174,27 +166,55 @@ class History:
         h.stop_reason = data.get("stop_reason")
         return h
 
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The History as ``(arrays, meta)``: the non-empty series as a pytree of arrays
+        (``steps``, ``total_loss``, ``losses``, ``trackers``) and the rest as JSON-able values
+        (the skipped steps, often none, the wall time, the stop reason and the order of the
+        names). The one serialisation, for checkpoints and :meth:`save`."""
+        d = {"steps": self.steps, "total_loss": self.total_loss, "losses": self.losses,
+             "trackers": {k: {"steps": s.steps, "values": s.values}
+                          for k, s in self.trackers.items()}}
+        meta = {"wall_time": self.wall_time, "stop_reason": self.stop_reason,
+                "skipped_steps": self.skipped_steps.tolist(),
+                "history_order": {"losses": list(d["losses"]), "trackers": list(d["trackers"])}}
+        return d, meta
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Any], meta: dict[str, Any],
+                    run_id: str | None = None) -> "History":
+        """The History :meth:`to_arrays` described (names in their recorded order, whatever
+        order a reader returns the dicts in)."""
+        arrays = {k: (np.asarray(v) if not isinstance(v, dict) else v) for k, v in arrays.items()}
+        order = meta.get("history_order", {})
+        losses, trackers = arrays.get("losses", {}), arrays.get("trackers", {})
+        losses = {k: losses[k] for k in order.get("losses", []) if k in losses} | losses
+        trackers = {k: trackers[k] for k in order.get("trackers", []) if k in trackers} | trackers
+        return cls.from_dict({"steps": arrays["steps"], "total_loss": arrays["total_loss"],
+                              "losses": losses, "trackers": trackers,
+                              "skipped_steps": meta.get("skipped_steps", []),
+                              "wall_time": meta.get("wall_time", 0.0),
+                              "stop_reason": meta.get("stop_reason"), "run_id": run_id})
+
     def save(self, path: str | os.PathLike) -> str:
         """Write the History to one ``.npz`` file (no pickling); returns the path written.
 
         ``History.load(path)`` reads it back equal (``np.load`` reads it without jno_flax:
-        ``steps``, ``total_loss``, ``loss_<i>``, ``tracker_<i>_steps``/``_values`` with the
-        names in the JSON string ``meta``)."""
+        ``steps``, ``total_loss``, ``skipped_steps``, ``loss_<i>``,
+        ``tracker_<i>_steps``/``_values``, and the JSON string ``meta`` with the names in
+        ``history_order``)."""
         path = os.fspath(path)
         if not path.endswith(".npz"):
             path += ".npz"
-        losses, trackers = self.losses, self.trackers
-        arrays = {"steps": self.steps, "total_loss": self.total_loss,
-                  "skipped_steps": self.skipped_steps}
-        for i, values in enumerate(losses.values()):
-            arrays[f"loss_{i}"] = values
-        for i, series in enumerate(trackers.values()):
-            arrays[f"tracker_{i}_steps"] = series.steps
-            arrays[f"tracker_{i}_values"] = series.values
-        meta = {"losses": list(losses), "trackers": list(trackers),
-                "wall_time": self.wall_time, "stop_reason": self.stop_reason,
-                "run_id": self.run_id}
-        np.savez(path, meta=np.asarray(json.dumps(meta)), **arrays)
+        arrays, meta = self.to_arrays()
+        flat = {"steps": arrays["steps"], "total_loss": arrays["total_loss"],
+                "skipped_steps": self.skipped_steps}
+        for i, values in enumerate(arrays["losses"].values()):
+            flat[f"loss_{i}"] = values
+        for i, series in enumerate(arrays["trackers"].values()):
+            flat[f"tracker_{i}_steps"] = series["steps"]
+            flat[f"tracker_{i}_values"] = series["values"]
+        meta = {**meta, "run_id": self.run_id}
+        np.savez(path, meta=np.asarray(json.dumps(meta)), **flat)
         return path
 
     @classmethod
@@ -209,15 +229,15 @@ class History:
                 raise ValueError(f"`path` {path!r} is an .npz file but not a saved History "
                                  f"(no `meta` entry; entries: {sorted(data)}).")
             meta = json.loads(str(data["meta"]))
-            return cls.from_dict({
-                "steps": data["steps"], "total_loss": data["total_loss"],
-                "losses": {n: data[f"loss_{i}"] for i, n in enumerate(meta["losses"])},
-                "trackers": {n: {"steps": data[f"tracker_{i}_steps"],
-                                 "values": data[f"tracker_{i}_values"]}
-                             for i, n in enumerate(meta["trackers"])},
-                "wall_time": meta["wall_time"], "stop_reason": meta["stop_reason"],
-                "run_id": meta.get("run_id"),
-                "skipped_steps": data["skipped_steps"] if "skipped_steps" in data else []})
+            order = meta.get("history_order", meta)   # files of earlier versions: top level
+            arrays = {"steps": data["steps"], "total_loss": data["total_loss"],
+                      "losses": {n: data[f"loss_{i}"] for i, n in enumerate(order["losses"])},
+                      "trackers": {n: {"steps": data[f"tracker_{i}_steps"],
+                                       "values": data[f"tracker_{i}_values"]}
+                                   for i, n in enumerate(order["trackers"])}}
+            if "skipped_steps" in data:
+                meta = {**meta, "skipped_steps": data["skipped_steps"].tolist()}
+            return cls.from_arrays(arrays, meta, run_id=meta.get("run_id"))
 
     @staticmethod
     def new_run_id() -> str:

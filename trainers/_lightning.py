@@ -115,7 +115,7 @@ class LightningAttributes:
     def save_checkpoint(self, filepath: str | os.PathLike) -> str:
         """Write a checkpoint of the current state to ``filepath`` (a new directory) that
         ``fit(problem, ckpt_path=filepath)`` resumes from, as Lightning's does."""
-        from jno_flax.callbacks._checkpoint import write_checkpoint
+        from jno_flax._checkpoint_format import write_checkpoint
         if self.state is None:
             raise RuntimeError("`save_checkpoint` needs a trained state: call `fit` first.")
         return write_checkpoint(self, self.problem, os.fspath(filepath))

@@ -33,7 +33,6 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jno_flax.callbacks._callback import Callback
 from jno_flax._checkpoint_format import READ_ERRORS, fingerprint, read_metadata, resolve
 from jno_flax.optimizers import Objective
 
@@ -184,14 +183,14 @@ class Processes:
                              "optimizers and callbacks.")
 
     # ------------------------------------------------------------------ resume
-    def check_checkpoint(self, ckpt_path: Any, callbacks: list[Callback]) -> None:
+    def check_checkpoint(self, ckpt_path: Any, checkpoints: list[Any]) -> None:
         """Every process resolves ``ckpt_path`` among the checkpoints of ``callbacks``; all
         must find the same step. Raises on every process otherwise."""
         error = None
         try:
             with warnings.catch_warnings():  # "no checkpoint yet" is warned by the restore
                 warnings.simplefilter("ignore")
-                candidates = resolve(ckpt_path, callbacks)
+                candidates = resolve(ckpt_path, checkpoints)
             row = [1, int(read_metadata(candidates[0])["step"]) if candidates else -1]
         except READ_ERRORS as err:
             error, row = err, [0, -1]

@@ -366,8 +366,8 @@ class Trainer(TrainingStep, LightningAttributes):
     def _restore(self, problem: Problem, ckpt_path: str) -> None:
         """Assign the state, History and callback states a checkpoint holds."""
         if self.processes.several:
-            self.processes.check_checkpoint(ckpt_path, self.callbacks)
-        restored = restore(ckpt_path, self.callbacks, problem,
+            self.processes.check_checkpoint(ckpt_path, self.checkpoint_callbacks)
+        restored = restore(ckpt_path, self.checkpoint_callbacks, problem,
                            lambda step, p: restore_target(self, step, p))
         if restored is None:  # "last" / "best" with no checkpoint yet: a fresh start
             return

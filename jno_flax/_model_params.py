@@ -1,9 +1,9 @@
-"""Saving and loading the trained weights of a problem (for evaluation) with orbax."""
+"""Saving and loading the model parameters of a problem (its trainables' ``nnx.Param``
+states, for evaluation) with orbax; ``load_weights`` also reads checkpoints."""
 
 from __future__ import annotations
 
 import os
-import re
 from typing import TYPE_CHECKING
 
 import jax
@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from jno_flax._checkpoint_format import state_item
 from jno_flax._masks import key_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,20 +33,6 @@ def save_weights(problem: "Problem", path: str) -> str:
     return path
 
 
-def _item_dir(path: str) -> str:
-    """The pytree directory holding ``params`` for any accepted ``path``."""
-    if os.path.isdir(os.path.join(path, "state")):
-        return os.path.join(path, "state")                 # a ModelCheckpoint step
-    steps = []                                             # "<step>" or "<filename>_<step>"
-    for d in (os.listdir(path) if os.path.isdir(path) else []):
-        found = re.fullmatch(r"(?:.+_)?(\d+)", d)
-        if found and os.path.isdir(os.path.join(path, d, "state")):
-            steps.append((int(found.group(1)), d))
-    if steps:
-        return os.path.join(path, max(steps)[1], "state")  # a ModelCheckpoint directory
-    return path                                            # written by save_weights
-
-
 def load_weights(problem: "Problem", path: str) -> None:
     """Load weights into the problem's live modules from ``save_weights`` output, a
     ``ModelCheckpoint`` step directory, or a ``ModelCheckpoint`` directory (its newest step).
@@ -54,7 +41,7 @@ def load_weights(problem: "Problem", path: str) -> None:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"`path` {path!r} does not exist.")
     with ocp.StandardCheckpointer() as ckpt:
-        raw = ckpt.restore(_item_dir(path))
+        raw = ckpt.restore(state_item(path))
     saved = raw.get("params") if isinstance(raw, dict) else None
     if saved is None:
         raise ValueError(f"`path` {path!r} holds no saved parameters.")
