@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from jno_flax._dtypes import default_float
 from jno_flax._checks import positive_int
 from jno_flax._evaluate import Evaluator, walk
 from jno_flax._expr import Expr
@@ -112,7 +113,7 @@ class ResamplePoints(Callback):
         if self._problem_id != id(problem):  # the draw functions close over the problem
             self._key, self._problem_id = key, id(problem)
             self._update = StateUpdate(name=key, interval=self.every_n_train_steps,
-                                       init=lambda: jnp.asarray(ps.array, jnp.zeros(()).dtype),
+                                       init=lambda: jnp.asarray(ps.array, default_float()),
                                        update=self._draw(problem, replace=True))
             self._grow = jax.jit(self._draw(problem, replace=False)) if self.grows else None
 

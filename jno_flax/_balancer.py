@@ -20,20 +20,17 @@ the last step used.
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from jno_flax._expr import Constant, Expr
+from jno_flax._dtypes import default_float as float_dtype
+from jno_flax._expr import Constant, Expr, is_op
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax._evaluate import Evaluator
-
-
-def float_dtype() -> Any:
-    """The default float dtype (float64 under ``jax_enable_x64``, else float32)."""
-    return jax.dtypes.canonicalize_dtype(jnp.float64)
 
 
 class Balancer:
@@ -73,6 +70,11 @@ class Balancer:
         """Weights ``(m,)`` for this step from its losses ``(m,)`` and the state; the state
         after the step. ``key`` is this step's PRNG key for the balancer."""
         raise NotImplementedError  # pragma: no cover
+
+    def required_terms(self) -> dict[str, Expr]:
+        """Terms the loss must contain for this scheme to work, by the attribute that holds
+        them (e.g. ``{"penalty": ...}`` for trainable weights); ``jno.core`` checks them."""
+        return {}
 
     def extra_children(self) -> tuple[Expr, ...]:
         """Further expressions the weights depend on (e.g. trainable log-variances)."""
@@ -179,7 +181,7 @@ class AdaptiveWeight(Expr):
 
 def _factors(node: Expr) -> list[Expr]:
     """Operands of a product chain ``a * b * c`` (through nested products)."""
-    if getattr(node, "label", None) == "*" and len(node.children) == 2:
+    if is_op(node, operator.mul, 2):
         return _factors(node.children[0]) + _factors(node.children[1])
     return [node]
 
@@ -192,7 +194,7 @@ def check_weight_usage(constraints: dict[str, Expr]) -> None:
     from jno_flax._evaluate import walk
     for name, expr in constraints.items():
         for node in walk([expr], hidden=False):
-            if getattr(node, "label", None) != "*":
+            if not is_op(node, operator.mul, 2):
                 continue
             factors = _factors(node)
             weights = [f for f in factors if isinstance(f, AdaptiveWeight)]

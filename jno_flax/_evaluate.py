@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jno_flax._dtypes import default_float
 from jno_flax._derivatives import CoordinateDerivative, DerivativePlan, Request
 from jno_flax._expr import Expr, Key
 from jno_flax._pointset import PointSet
@@ -115,7 +116,7 @@ class Registry:
 
     def batch(self) -> dict[str, jax.Array]:
         """The stored points of every point set, as float arrays ``(N, C)``."""
-        dtype = jnp.zeros(()).dtype
+        dtype = default_float()
         return {self.key(ps): jnp.asarray(ps.array, dtype) for ps in self.pointsets}
 
 

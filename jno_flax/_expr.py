@@ -460,6 +460,14 @@ def is_mean_square(e: Expr) -> bool:
     return isinstance(e, Apply) and e.op is _mean_square and len(e.children) == 1
 
 
+def is_op(e: Any, fn: Callable, arity: int | None = None) -> bool:
+    """True when ``e`` applies the operation ``fn`` (e.g. ``operator.mul`` for ``a * b``,
+    ``jnp.square``), to ``arity`` operands when given: recognised by the operation itself,
+    never by its display label."""
+    return (isinstance(e, Apply) and e.op is fn
+            and (arity is None or len(e.children) == arity))
+
+
 def reduction(fn: Callable, e: Any, label: str, op: Hashable = None) -> Expr:
     return global_op(fn, [e], label, op)
 

@@ -16,13 +16,14 @@ output_layer/kernel``; kernels row-major).
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from jno_flax._evaluate import Evaluator, PointContext, walk
-from jno_flax._expr import Apply, Constant, Expr
+from jno_flax._expr import Apply, Constant, Expr, is_mean_square, is_op
 from jno_flax._masks import MaskedView
 from jno_flax._trainable import Trainable
 
@@ -119,13 +120,12 @@ def residual_field(loss: Expr, what: str = "loss", hint: str = "") -> Expr:
     """
     inner = loss.children[0] if isinstance(loss, Apply) and len(loss.children) == 1 else None
     found = None
-    if inner is not None and loss.label == "mse":
+    if is_mean_square(loss):
         found = inner
-    elif inner is not None and loss.label == "mean" and loss.op == (jnp.mean, None, False):
-        if isinstance(inner, Apply) and inner.label == "square":
+    elif inner is not None and loss.op == (jnp.mean, None, False):
+        if is_op(inner, jnp.square, 1):
             found = inner.children[0]
-        elif (isinstance(inner, Apply) and inner.label == "**"
-              and isinstance(inner.children[1], Constant)
+        elif (is_op(inner, operator.pow, 2) and isinstance(inner.children[1], Constant)
               and inner.children[1].shape == () and float(inner.children[1].value) == 2.0):
             found = inner.children[0]
     if found is not None and found.is_field:

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jno_flax._balancer import float_dtype as default_float_dtype
+from jno_flax._dtypes import default_float as default_float_dtype
 from jno_flax._checks import positive_number
 from jno_flax._seed import default_seed
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import jax.numpy as jnp
 import numpy as np
 
+from jno_flax._dtypes import default_float
 from jno_flax._expr import Expr
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,7 +67,7 @@ class Variable(Expr):
         self.column = column
         self.symbol = symbol
         self.is_coordinate = coordinate
-        super().__init__((), pointset, (1,), jnp.zeros(()).dtype, symbol,
+        super().__init__((), pointset, (1,), default_float(), symbol,
                          (pointset, column, coordinate))
 
     def point_eval(self, ctx):

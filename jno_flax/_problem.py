@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jno_flax._dtypes import default_float, x64_enabled
 from jno_flax._checks import fmt_shape
 from jno_flax._evaluate import Evaluator, Registry, walk
 from jno_flax._expr import Expr, as_expr
@@ -33,11 +34,6 @@ def _term_name(expr: Expr) -> str | None:
     names = {t.given_name for t in terms} | {w.loss.given_name for w in weights}
     names.discard(None)
     return names.pop() if len(terms) <= 1 and len(names) == 1 else None
-
-
-def _x64() -> bool:
-    """Whether 64-bit types are on (``jax_enable_x64``, also inside ``jax.enable_x64()``)."""
-    return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
 
 
 class Problem:
@@ -86,7 +82,7 @@ class Problem:
         self.registry = Registry(self.outputs)
         self._check_balancers()
         #: ``jax_enable_x64`` when the problem was built (its dtypes follow it)
-        self.x64 = _x64()
+        self.x64 = x64_enabled()
         self.state: "TrainState | None" = None
         self.history: "History | None" = None
         self._eval_cache: dict[Any, Any] = {}
@@ -97,16 +93,17 @@ class Problem:
         check_weight_usage(self.constraints)
         in_loss = {n.key for n in walk(list(self.constraints.values()))}
         for b in self.registry.balancers:
-            penalty = getattr(b, "penalty", None)
-            if penalty is not None and penalty.key not in in_loss:
-                raise ValueError(f"{b!r} has trainable weights: add its `penalty` to the "
-                                 "constraints, e.g. `jno.core([w[0] * l0, w[1] * l1, w.penalty])`;"
-                                 " without it the weights collapse to zero.")
+            for attr, term in b.required_terms().items():
+                if term.key not in in_loss:
+                    raise ValueError(
+                        f"{b!r} needs its `{attr}` in the loss: add its `{attr}` to the "
+                        f"constraints, e.g. `jno.core([w[0] * l0, w[1] * l1, w.{attr}])`; "
+                        "without it the weights collapse to zero.")
 
     def check_precision(self) -> None:
         """Raise if ``jax_enable_x64`` changed since the problem was built: its points,
         parameters and traced dtypes would then disagree inside the compiled step."""
-        now = _x64()
+        now = x64_enabled()
         if now != self.x64:
             raise ValueError(f"`jax_enable_x64` is {now} but was {self.x64} when this problem "
                              "was built; its points and parameters have the dtypes of that "
@@ -238,7 +235,7 @@ class Problem:
             if isinstance(node, Variable):
                 used_columns.setdefault(id(node.pointset), set()).add(node.column)
         out = {}
-        dtype = jnp.zeros(()).dtype
+        dtype = default_float()
         for pid, (ps, cols) in by_set.items():
             sizes = {c: len(v) for c, v in cols.items()}
             if len(set(sizes.values())) > 1:

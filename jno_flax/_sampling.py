@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 import jax
 import jax.numpy as jnp
 
+from jno_flax._dtypes import default_float
 from jno_flax._evaluate import walk
 from jno_flax._expr import Expr
 from jno_flax._pointset import PointSet
@@ -43,7 +44,7 @@ def uniform_points(ps: PointSet, key: jax.Array, n: int, dtype=None) -> jax.Arra
     check_resamplable(ps, "points")
     domain = ps.domain
     geo = domain.geometry
-    dtype = dtype or jnp.zeros(()).dtype
+    dtype = dtype or default_float()
     spatial = geo.interior_dims
     timed = domain.time is not None
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jno_flax._dtypes import default_float
 from jno_flax._checks import fmt_shape as _fmt_shape
 from jno_flax._checks import name as check_name
 from jno_flax._checks import optax_transform
@@ -206,7 +207,7 @@ def parameter(shape, key: jax.Array | None = None, name: str | None = None,
         raise ValueError(
             f"`shape` must be a tuple of positive integers such as (1,) or (3,), got {shape!r}."
         )
-    dtype = dtype or jnp.zeros(()).dtype
+    dtype = dtype or default_float()
     if init is None:
         value = jnp.zeros(shape, dtype)
     elif callable(init):

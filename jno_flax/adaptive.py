@@ -307,6 +307,9 @@ class Uncertainty(Balancer):
     def extra_children(self):
         return (self.log_var,)
 
+    def required_terms(self):
+        return {"penalty": self.penalty}
+
     def weights_from(self, ev, state, losses, key):
         return 0.5 * jnp.exp(-ev.value(self.log_var)), state
 
