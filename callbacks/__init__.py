@@ -8,7 +8,7 @@ from jno_flax.callbacks._csv_logger import CSVLogger
 from jno_flax.callbacks._diagnostics import GradientConflict, NTKDiagnostics
 from jno_flax.callbacks._logger import Logger
 from jno_flax.callbacks._lr_monitor import LearningRateMonitor, learning_rate_of
-from jno_flax.callbacks._periodic import EveryNSteps
+from jno_flax.callbacks._periodic import EveryNSteps, PeriodicCallback
 from jno_flax.callbacks._plot import PlotCallback
 from jno_flax.callbacks._progress import ProgressBar
 from jno_flax.callbacks._resample import ResamplePoints
@@ -23,7 +23,8 @@ from jno_flax.callbacks._tracker import TrackerCallback
 __all__ = [
     "AdaptiveWeightsCallback", "CSVLogger", "Callback", "ChunkMetrics", "Draw", "EarlyStopping",
     "EveryNSteps", "GradientConflict", "InGraph", "LearningRateMonitor", "Logger",
-    "ModelCheckpoint", "ModelSummary", "NTKDiagnostics", "PlotCallback", "ProgressBar",
+    "ModelCheckpoint", "ModelSummary", "NTKDiagnostics", "PeriodicCallback", "PlotCallback",
+    "ProgressBar",
     "R3", "RAD", "RARD", "ResamplePoints", "ResamplingStrategy", "StateUpdate", "StepMetrics",
     "SwitchOptimizer", "TensorBoardLogger",
     "TerminateOnNaN", "Timer", "TrackerCallback", "Uniform",

@@ -34,10 +34,10 @@ import orbax.checkpoint as ocp
 
 from jno_flax._checks import integer
 from jno_flax._warnings import warn
-from jno_flax.callbacks._callback import Callback, ChunkMetrics
+from jno_flax.callbacks._callback import ChunkMetrics
 from jno_flax.callbacks._checkpoint_dir import DirectoryLock
 from jno_flax.callbacks._logger import next_version, next_version_numbers
-from jno_flax.callbacks._periodic import EveryNSteps
+from jno_flax.callbacks._periodic import PeriodicCallback
 from jno_flax._checkpoint_format import (Entry, checkpoint_items, foreign, list_entries,
                                          step_dir)
 
@@ -67,7 +67,7 @@ class _Manager(ocp.CheckpointManager):
         return False
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(PeriodicCallback):
     """Saves the whole training state with orbax; resume with ``fit(..., ckpt_path=...)``.
 
     Args:
@@ -116,7 +116,7 @@ class ModelCheckpoint(Callback):
         self.dirpath = self._given_dirpath or ""
         self.filename = filename
         self.monitor, self.mode = monitor, mode
-        self._every = EveryNSteps.optional("every_n_train_steps", every_n_train_steps)
+        self._every = self.every("every_n_train_steps", every_n_train_steps)
         self.every_n_train_steps = None if self._every is None else self._every.n
         self.save_last = bool(save_last)
         self.async_save = bool(async_save)
@@ -240,9 +240,6 @@ class ModelCheckpoint(Callback):
             self._lock.release()
 
     # ------------------------------------------------------------------ hooks
-    def sync_every(self, trainer: "Trainer") -> int | None:
-        return self.every_n_train_steps
-
     def setup(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
         self._resolve_dirpath(trainer)
         self._replaceable = set()
@@ -323,7 +320,7 @@ class ModelCheckpoint(Callback):
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:
         self._latest.update(chunk.latest())
-        if self._every is not None and self._every.due(chunk.last_step + 1):
+        if self.is_due(self._every, chunk):
             self.save(trainer, problem)
 
     def on_train_end(self, trainer: "Trainer", problem: "Problem") -> None:

@@ -6,15 +6,16 @@ import os
 from typing import TYPE_CHECKING, Any, Callable
 
 from jno_flax._checks import name as check_name
-from jno_flax.callbacks._callback import Callback, ChunkMetrics
-from jno_flax.callbacks._periodic import EveryNSteps
+from jno_flax._checks import positive_int
+from jno_flax.callbacks._callback import ChunkMetrics
+from jno_flax.callbacks._periodic import PeriodicCallback
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
     from jno_flax.trainers import Trainer
 
 
-class PlotCallback(Callback):
+class PlotCallback(PeriodicCallback):
     """Calls ``fn(trainer, problem)`` every ``every_n_steps`` steps (and at the end of training)
     and saves the returned matplotlib figure.
 
@@ -40,7 +41,8 @@ class PlotCallback(Callback):
             raise TypeError(f"`fn` must be callable as fn(trainer, problem) -> Figure, got "
                             f"{type(fn).__name__}.")
         self.fn = fn
-        self._every = EveryNSteps("every_n_steps", every_n_steps)
+        self._every = self.every("every_n_steps", positive_int("every_n_steps", every_n_steps,
+                                                               steps=True))
         self.every_n_steps = self._every.n
         self.dirpath = None if dirpath is None else os.fspath(dirpath)
         self.name = check_name("name", name)
@@ -52,9 +54,6 @@ class PlotCallback(Callback):
     def state_key(self) -> str:
         return f"PlotCallback[{self.name}]"
 
-    def sync_every(self, trainer: "Trainer") -> int | None:
-        return self.every_n_steps
-
     def setup(self, trainer: "Trainer", problem: "Problem", stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "figures")
@@ -62,7 +61,7 @@ class PlotCallback(Callback):
 
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:
-        if self._every.due(chunk.last_step + 1):
+        if self.is_due(self._every, chunk):
             self.plot(trainer, problem)
 
     def on_train_end(self, trainer: "Trainer", problem: "Problem") -> None:

@@ -13,14 +13,14 @@ from tensorboardX.summary import hparams as hparams_summary
 from jno_flax._masks import param_paths
 from jno_flax.callbacks._callback import ChunkMetrics
 from jno_flax.callbacks._logger import Logger
-from jno_flax.callbacks._periodic import EveryNSteps
+from jno_flax.callbacks._periodic import PeriodicCallback
 
 if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
     from jno_flax.trainers import Trainer
 
 
-class TensorBoardLogger(Logger):
+class TensorBoardLogger(Logger, PeriodicCallback):
     """Writes TensorBoard event files (tensorboardX) to ``<save_dir>/<name>/version_<n>``.
 
     Tags: ``loss`` and ``losses/<constraint>`` (see :class:`~jno_flax.callbacks.Logger` for
@@ -49,15 +49,10 @@ class TensorBoardLogger(Logger):
         super().__init__(save_dir, name, version, log_every_n_steps, aggregation, hparams)
         if (figure_fn is None) != (figure_every_n_steps is None):
             raise ValueError("`figure_fn` and `figure_every_n_steps` go together; give both.")
-        self.histogram_every = EveryNSteps.optional("histogram_every_n_steps",
-                                                    histogram_every_n_steps)
+        self.histogram_every = self.every("histogram_every_n_steps", histogram_every_n_steps)
         self.figure_fn = figure_fn
-        self.figure_every = EveryNSteps.optional("figure_every_n_steps", figure_every_n_steps)
+        self.figure_every = self.every("figure_every_n_steps", figure_every_n_steps)
         self.writer: SummaryWriter | None = None
-
-    def sync_every(self, trainer: "Trainer") -> int | None:
-        periods = [p.n for p in (self.histogram_every, self.figure_every) if p is not None]
-        return min(periods) if periods else None
 
     # ------------------------------------------------------------------ Logger
     def open(self, trainer: "Trainer", start_step: int) -> None:
@@ -96,12 +91,11 @@ class TensorBoardLogger(Logger):
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:
         super().on_train_chunk_end(trainer, problem, chunk)
-        done = chunk.last_step + 1
-        if self.histogram_every and self.histogram_every.due(done):
+        if self.is_due(self.histogram_every, chunk):
             for name, state in trainer.state.params.items():
                 for path, variable in param_paths(state):
                     tag = "/".join(str(p) for p in path)
                     self.writer.add_histogram(f"params/{name}/{tag}",
                                               np.asarray(variable[...]), chunk.last_step)
-        if self.figure_every and self.figure_every.due(done):
+        if self.is_due(self.figure_every, chunk):
             self.writer.add_figure("figure", self.figure_fn(trainer, problem), chunk.last_step)

@@ -104,3 +104,23 @@ def test_default_logger_writes_under_the_trainers_root(tiny, tmp_path):
     trainer.fit(tiny.core())
     assert isinstance(trainer.logger, TensorBoardLogger) and trainer.loggers == [trainer.logger]
     assert list((tmp_path / "root" / "default" / "version_0").glob("events.out.tfevents.*"))
+
+
+def test_two_periods_that_do_not_divide_each_other_both_get_their_steps(tiny, tmp_path):
+    import matplotlib.pyplot as plt
+
+    def figure(trainer, problem):
+        fig, ax = plt.subplots()
+        ax.plot(problem.history.total_loss)
+        return fig
+
+    logger = TensorBoardLogger(tmp_path, histogram_every_n_steps=3, figure_fn=figure,
+                               figure_every_n_steps=2)
+    assert logger.sync_every(None) == 1
+    assert [logger.next_boundary(None, s) for s in (0, 2, 3, 4)] == [2, 3, 4, 6]
+    Trainer(max_steps=6, logger=logger, enable_progress_bar=False,
+            enable_checkpointing=False).fit(tiny.core())
+    acc = _read(logger.log_dir)
+    tag = next(t for t in acc.Tags()["histograms"] if t.startswith("params/u/"))
+    assert [e.step for e in acc.Histograms(tag)] == [2, 5]
+    assert [e.step for e in acc.Images("figure")] == [1, 3, 5]
