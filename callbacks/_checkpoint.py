@@ -92,7 +92,7 @@ class ModelCheckpoint(PeriodicCallback):
         best_model_score: its score.
         last_model_path: the newest complete checkpoint written by this run.
 
-    >>> ModelCheckpoint(monitor="val_error", save_top_k=2, every_n_train_steps=1000)
+    >>> ckpt = ModelCheckpoint(monitor="val_error", save_top_k=2, every_n_train_steps=1000)
     """
 
     def __init__(self, dirpath: str | None = None, filename: str | None = None,

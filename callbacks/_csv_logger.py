@@ -25,7 +25,7 @@ class CSVLogger(Logger):
     quantities are not written (they are in the History). A resumed run keeps the rows before
     its start step. Arguments as :class:`~jno_flax.callbacks.Logger`.
 
-    >>> Trainer(max_steps=5000, logger=[TensorBoardLogger("runs"), CSVLogger("runs")])
+    >>> trainer = Trainer(max_steps=5000, logger=[TensorBoardLogger("runs"), CSVLogger("runs")])
     """
 
     _rows: list[dict[str, float]] | None = None  # set by `open`

@@ -27,7 +27,7 @@ class PlotCallback(PeriodicCallback):
 
     >>> def plot(trainer, problem):
     ...     fig, ax = plt.subplots(); ax.plot(np.asarray(problem.eval(u))[0, :, 0]); return fig
-    >>> PlotCallback(plot, every_n_steps=1000)
+    >>> figures = PlotCallback(plot, every_n_steps=1000)
 
     With several ``jax.distributed`` processes, only process 0 calls ``fn`` and writes (the
     modules hold a copy of the weights on each process, so ``problem.eval`` needs no other).

@@ -54,7 +54,7 @@ class ResamplePoints(Callback):
         pool, k, c, n_add: settings of the ``"rad"`` and ``"rar-d"`` shorthands (see
             :class:`~jno_flax.callbacks.RAD`); a strategy object takes its own.
 
-    >>> ResamplePoints(pde_residual, every_n_train_steps=1000, strategy=RAD(k=1.0, c=1.0))
+    >>> resample = ResamplePoints(pde_residual, every_n_train_steps=1000, strategy=RAD(k=2.0))
     """
 
     def __init__(self, target: Any, every_n_train_steps: int,

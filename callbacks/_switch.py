@@ -27,7 +27,7 @@ class SwitchOptimizer(Callback):
         optimizer: one optax transform for every trained trainable, or
             ``{trainable name: transform}`` for some of them.
 
-    >>> SwitchOptimizer(5000, optax.lbfgs())
+    >>> switch = SwitchOptimizer(5000, optax.lbfgs())
     """
 
     def __init__(self, at_step: int, optimizer: Any):

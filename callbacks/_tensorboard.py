@@ -37,7 +37,7 @@ class TensorBoardLogger(Logger, PeriodicCallback):
         histogram_every_n_steps: period of parameter histograms, or ``None``.
         figure_fn: callable making a figure, with ``figure_every_n_steps``.
 
-    >>> Trainer(max_steps=5000, logger=TensorBoardLogger("runs", name="poisson"))
+    >>> trainer = Trainer(max_steps=5000, logger=TensorBoardLogger("runs", name="poisson"))
     """
 
     def __init__(self, save_dir: str | os.PathLike | None = None, name: str = "default",

@@ -84,6 +84,7 @@ def engd(damping: float = 0.0, grid_size: int = 30) -> optax.GradientTransformat
     weights and other losses.
 
     >>> net.optimizer(jno.optimizers.engd())   # float64: Trainer(precision="64-true")
+    <Model ...>
     """
     if damping != 0:
         damping = positive_number("damping", damping)

@@ -190,6 +190,7 @@ def bfgs(max_params: int = DEFAULT_MAX_PARAMS, max_linesearch_steps: int = 20,
             fixed step) instead of the zoom line search.
 
     >>> net.optimizer(jno.optimizers.bfgs())
+    <Model ...>
     """
     return _method("bfgs", max_params, max_linesearch_steps, linesearch)
 

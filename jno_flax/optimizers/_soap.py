@@ -140,6 +140,7 @@ def soap(learning_rate: optax.ScalarOrSchedule = 3e-3, b1: float = 0.95, b2: flo
         shampoo_beta: moving-average factor of ``L`` and ``R`` (default ``b2``).
 
     >>> net.optimizer(jno.optimizers.soap(3e-3))
+    <Model ...>
     """
     parts = [scale_by_soap(b1, b2, eps, precondition_frequency, max_precond_dim, shampoo_beta)]
     if weight_decay:
