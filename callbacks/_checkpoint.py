@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orbax.checkpoint as ocp
 
 from jno_flax._checks import integer
+from jno_flax._trees import all_finite
 from jno_flax._warnings import warn
 from jno_flax.callbacks._callback import ChunkMetrics
 from jno_flax.callbacks._checkpoint_dir import DirectoryLock
@@ -365,7 +366,6 @@ class ModelCheckpoint(PeriodicCallback):
         """Write a checkpoint of the live state at ``trainer.global_step`` (skipped, with a
         warning, if the state is not finite). Returns the path it is written to; it counts
         as ``last_model_path`` once complete."""
-        from jno_flax.trainers._state import all_finite
         step = trainer.global_step
         if not bool(all_finite((trainer.state.params, trainer.state.opt_state))):
             warn(f"ModelCheckpoint: the state at step {step} is not finite; no checkpoint "

@@ -81,6 +81,11 @@ class Timer(Callback):
         self._elapsed_before = 0.0
         self._started: float | None = None
 
+    @classmethod
+    def from_max_time(cls, max_time: Any) -> "Timer":
+        """The timer of ``Trainer(max_time=...)`` (errors name ``max_time``)."""
+        return cls(parse_max_time("max_time", max_time))
+
     def time_elapsed(self) -> float:
         """Seconds of training so far (this run and the runs it resumed)."""
         running = 0.0 if self._started is None else time.monotonic() - self._started

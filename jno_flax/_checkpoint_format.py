@@ -25,6 +25,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jno_flax._trees import copy_tree
 from jno_flax._warnings import warn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -203,7 +204,6 @@ def checkpoint_items(trainer: "Trainer", problem: "Problem",
                      metadata: dict[str, Any]) -> ocp.args.Composite:
     """The five items of a checkpoint of ``trainer``'s live state at its step, with
     ``metadata`` added to the metadata item; every callback's ``on_save_checkpoint`` runs."""
-    from jno_flax.trainers._state import copy_tree
     history_arrays, history_meta = trainer.history.to_arrays()
     metadata = {"step": trainer.global_step, "run_id": trainer.history.run_id,
                 "saved_at": time.time(), "monitor": None, "score": None, "losses": {},

@@ -18,7 +18,7 @@ from jno_flax._seed import default_seed
 from jno_flax._warnings import warn
 from jno_flax.callbacks._callback import Callback, ChunkMetrics, StateUpdate
 from jno_flax.callbacks._logger import Logger
-from jno_flax.callbacks._timer import Timer, parse_max_time
+from jno_flax.callbacks._timer import Timer
 from jno_flax.trainers._boundaries import initial_state, restore_target
 from jno_flax.trainers._batches import check_batch_size, resolve_batch_sizes
 from jno_flax._checkpoint_format import restore
@@ -140,7 +140,7 @@ class Trainer(TrainingStep, LightningAttributes):
         self.default_root_dir = default_root_dir or "runs"
         self.loggers: list[Logger] = resolve_loggers(logger)
         #: the time limit of ``max_time`` (counted across fits of this trainer and resumes)
-        self.timer = None if max_time is None else Timer(parse_max_time("max_time", max_time))
+        self.timer = None if max_time is None else Timer.from_max_time(max_time)
         self.chunk_size = positive_int("chunk_size", chunk_size, allow_none=True) or DEFAULT_CHUNK
         self.log_every_n_steps = positive_int("log_every_n_steps", log_every_n_steps)
         self.enable_progress_bar = bool(enable_progress_bar)
