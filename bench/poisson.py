@@ -16,6 +16,9 @@ round; rounds alternate the runners so that machine noise hits all of them alike
   ``CSVLogger``; ``jno+sleep``: a callback spending 0.2 s of host time (``time.sleep``) per
   chunk, overlapped with the next chunk; ``jno+sleep_sync``: the same with
   ``overlap_callbacks=False`` (host work on the critical path);
+* ``jno+resample100_nested``, ``jno+resample100_flat``: RAD resampling every 100 steps and a
+  tracker every 100, in the nested layout (both at block starts, no ``lax.cond``) and the
+  flat one (a per-step ``lax.cond`` each; ``jno+resample100``: the backend's default);
 * ``jno+earlystop``: an ``EarlyStopping`` that never fires (the copy of each chunk's first
   state an exact stop needs);
 * ``jno+relobralo``: ReLoBRaLo weights; ``jno+lr_annealing``, ``jno+ntk``: gradient-norm and
@@ -123,6 +126,10 @@ def jno_runner(chunk: int, variant: str, clock=None, steps: int | None = None):
         logger = CSVLogger(tempfile.mkdtemp(prefix="jno_bench_csv_"))
     elif variant in ("sleep", "sleep_sync"):
         callbacks.append(HostWork(0.2))
+    elif variant.startswith("resample100"):  # RAD every 100 steps + a tracker every 100
+        from jno_flax.callbacks import ResamplePoints
+        items.append(jnn.tracker(jnn.mean(jnn.abs(u - u_exact)), interval=100))
+        callbacks.append(ResamplePoints(pde, every_n_train_steps=100, strategy="rad"))
     elif variant == "earlystop":  # never stops: what being ready for an exact stop costs
         from jno_flax.callbacks import EarlyStopping
         callbacks.append(EarlyStopping(patience=10**9))
@@ -132,7 +139,9 @@ def jno_runner(chunk: int, variant: str, clock=None, steps: int | None = None):
     trainer = Trainer(max_steps=chunk, chunk_size=chunk, callbacks=callbacks, logger=logger,
                       enable_progress_bar=False, enable_model_summary=False,
                       enable_checkpointing=False,
-                      log_every_n_steps=100, overlap_callbacks=variant != "sleep_sync")
+                      log_every_n_steps=100, overlap_callbacks=variant != "sleep_sync",
+                      nested_intervals={"resample100_nested": True,
+                                        "resample100_flat": False}.get(variant))
     if steps is not None:
         def run_all():
             trainer.max_steps = steps

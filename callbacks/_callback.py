@@ -18,7 +18,8 @@ A callback stops training by calling ``trainer.stop(reason)`` (which sets
 Three declarations shape the fused loop:
 
 * :meth:`Callback.in_graph` returns quantities computed *inside* the compiled step at an
-  interval (their values arrive in ``StepMetrics.values`` at the steps they were recorded);
+  interval, the trackers (their values arrive in ``StepMetrics.trackers`` at the steps they
+  were recorded);
 * :meth:`Callback.state_updates` returns entries of ``TrainState.extras`` that change inside
   the compiled loop every ``n`` steps (resampled collocation points);
 * :meth:`Callback.sync_every` asks for a chunk boundary every ``n`` steps, where
@@ -129,8 +130,9 @@ class StepMetrics:
         step: the step index (0-based; the step that used the parameters after ``step`` updates).
         loss: total loss of the step.
         losses: ``{constraint name: loss}``.
-        values: in-graph quantities recorded at this step ``{name: value}`` (scalars as floats,
-            arrays as numpy arrays); only those whose interval divides ``step``.
+        trackers: the trackers (in-graph quantities) recorded at this step ``{name: value}``
+            (scalars as floats, arrays as numpy arrays); only those whose interval divides
+            ``step``.
         last_in_chunk: True for the last step of a fused chunk; then ``trainer.state`` is
             the state after this step.
     """
@@ -138,8 +140,13 @@ class StepMetrics:
     step: int
     loss: float
     losses: dict[str, float]
-    values: dict[str, Any] = field(default_factory=dict)
+    trackers: dict[str, Any] = field(default_factory=dict)
     last_in_chunk: bool = False
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The earlier name of :attr:`trackers`."""
+        return self.trackers
 
     def get(self, name: str) -> Any:
         """``"loss"``, a constraint name or a quantity name recorded at this step."""
@@ -147,7 +154,7 @@ class StepMetrics:
             return self.loss
         if name in self.losses:
             return self.losses[name]
-        return self.values.get(name, np.nan)
+        return self.trackers.get(name, np.nan)
 
 
 @dataclass
@@ -158,16 +165,21 @@ class ChunkMetrics:
         steps: ``(n,)`` the steps of the chunk.
         loss: ``(n,)`` total loss of each step.
         losses: ``{constraint name: (n,)}``.
-        values: ``{quantity name: (steps, values)}`` for in-graph quantities recorded in the
-            chunk, with their own step indices.
+        trackers: ``{name: (steps, values)}`` for the trackers (in-graph quantities)
+            recorded in the chunk, with their own step indices.
         skipped: the steps whose loss or update was not finite (not applied).
     """
 
     steps: np.ndarray
     loss: np.ndarray
     losses: dict[str, np.ndarray]
-    values: dict[str, tuple[np.ndarray, np.ndarray]]
+    trackers: dict[str, tuple[np.ndarray, np.ndarray]]
     skipped: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+
+    @property
+    def values(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The earlier name of :attr:`trackers`."""
+        return self.trackers
 
     @property
     def last_step(self) -> int:
@@ -176,7 +188,7 @@ class ChunkMetrics:
     def latest(self) -> dict[str, float]:
         """The last value of ``"loss"``, every constraint and every scalar quantity."""
         out = {"loss": float(self.loss[-1]), **{k: float(v[-1]) for k, v in self.losses.items()}}
-        out.update({name: float(values[-1]) for name, (_, values) in self.values.items()
+        out.update({name: float(values[-1]) for name, (_, values) in self.trackers.items()
                     if len(values) and np.ndim(values[-1]) == 0})
         return out
 
@@ -185,7 +197,8 @@ class ChunkMetrics:
         keep = self.steps < end
         return ChunkMetrics(self.steps[keep], self.loss[keep],
                             {k: v[keep] for k, v in self.losses.items()},
-                            {k: (at[at < end], v[at < end]) for k, (at, v) in self.values.items()},
+                            {k: (at[at < end], v[at < end])
+                             for k, (at, v) in self.trackers.items()},
                             self.skipped[self.skipped < end])
 
     def series(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -194,7 +207,7 @@ class ChunkMetrics:
             return self.steps, self.loss
         if name in self.losses:
             return self.steps, self.losses[name]
-        return self.values.get(name)
+        return self.trackers.get(name)
 
 
 class Callback:
@@ -213,7 +226,7 @@ class Callback:
 
     # ------------------------------------------------------------------ declarations
     def in_graph(self, trainer: "Trainer", problem: "Problem") -> Sequence[InGraph]:
-        """Quantities to compute inside the fused step; called once at fit start."""
+        """Trackers to compute inside the fused step; called once at fit start."""
         return ()
 
     def state_updates(self, trainer: "Trainer", problem: "Problem") -> Sequence[StateUpdate]:

@@ -225,7 +225,7 @@ class Logger(Callback):
         if start < len(chunk.steps):
             for tag, values in series.items():
                 self._window.setdefault(tag, []).append(values[start:])
-        for name, (at, values) in chunk.values.items():
+        for name, (at, values) in chunk.trackers.items():
             for step, value in zip(at, values):
                 if np.ndim(value) == 0:
                     rows.setdefault(int(step), {})[name] = float(value)

@@ -61,8 +61,8 @@ class ProgressBar(Callback):
         if unknown:
             raise ValueError(f"ProgressBar `metrics` {unknown} are not logged; available: "
                              f"{available}.")
-        arrays = [q.name for q in trainer.quantities.items
-                  if q.name in self.metrics and trainer.quantities.struct(q, trainer.state).shape]
+        arrays = [q.name for q in trainer.trackers.items
+                  if q.name in self.metrics and trainer.trackers.struct(q, trainer.state).shape]
         if arrays:
             raise ValueError(f"ProgressBar `metrics` {arrays} are arrays; the bar shows "
                              "scalars (loss, constraints, scalar trackers).")

@@ -164,6 +164,8 @@ class ResamplePoints(Callback):
             return state
         batch = trainer.points
         points = state.extras[self._key]
+        if points.shape[0] >= self.size_at(step):
+            return state
         while points.shape[0] < self.size_at(step):
             at = step - step % self.every_n_train_steps
             points = self._grow(state.replace(step=jnp.asarray(at, state.step.dtype)),

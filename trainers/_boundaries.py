@@ -40,8 +40,11 @@ def initial_state(trainer: "Trainer", problem: "Problem", continue_run: bool) ->
 
 def enter_chunk(trainer: "Trainer", state: TrainState, step: int) -> TrainState:
     """The state a chunk starting at ``step`` begins with: the optimizer states of a
-    phase that starts there, then every callback's :meth:`Callback.enter_chunk`."""
-    state = state.replace(opt_state=trainer.phases.enter(state.params, state.opt_state, step))
+    phase that starts there, then every callback's :meth:`Callback.enter_chunk` (``state``
+    itself when nothing changes, so the loop need not copy it again)."""
+    opt_state = trainer.phases.enter(state.params, state.opt_state, step)
+    if opt_state is not state.opt_state:
+        state = state.replace(opt_state=opt_state)
     for cb in trainer.callbacks:
         state = cb.enter_chunk(trainer, state, step)
     return state

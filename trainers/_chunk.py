@@ -1,6 +1,6 @@
 """The compiled chunk: ``n`` fused steps and the in-graph quantities recorded on their steps.
 
-Layout. Quantities at interval ``k > 1`` are recorded on the steps ``s`` with ``s % k == 0``.
+Layout. Trackers at interval ``k > 1`` are recorded on the steps ``s`` with ``s % k == 0``.
 Rather than asking at every step whether a quantity is due (a ``lax.cond`` whose predicate a
 GPU reads back to the host every step), the scan is nested so that every quantity is evaluated
 at the start of its own block, with no predicate at all::
@@ -59,12 +59,12 @@ def keep_finite(old: TrainState, new: TrainState, loss: jax.Array, active: jax.A
 
 
 class Group:
-    """Quantities sharing an interval and a timing (before or after the step), and the
+    """Trackers sharing an interval and a timing (before or after the step), and the
     in-loop state updates of that interval (before-step groups only; run first)."""
 
     def __init__(self, interval: int, after: bool):
         self.interval, self.after = interval, after
-        self.quantities: list[InGraph] = []
+        self.trackers: list[InGraph] = []
         self.updates: list[StateUpdate] = []
 
     @property

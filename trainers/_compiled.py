@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 
 from jno_flax.trainers._chunk import ChunkProgram
-from jno_flax.trainers._quantities import Quantities
+from jno_flax.trainers._trackers import Trackers
 from jno_flax.trainers._state import TrainState
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,7 +33,7 @@ class CompiledChunks:
         """The jitted chunk runner for a chunk from ``s0`` with ``state`` (one compilation per
         distinct chunk length and phase, reused by later ``fit`` calls), its program and the
         longest chunk the record memory bound allows."""
-        txs, quantities = trainer.transforms_at(s0), trainer.quantities
+        txs, quantities = trainer.transforms_at(s0), trainer.trackers
         signature = (id(trainer.problem), quantities.signature(), trainer.nested_intervals,
                      tuple((n, id(tx)) for n, tx in txs.items()),
                      tuple((u.name, u.interval, id(u.update)) for u in trainer.updates),
@@ -45,9 +45,9 @@ class CompiledChunks:
             out_struct = jax.eval_shape(lambda st: step(st, trainer.points)[1], state)
             shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
             program = ChunkProgram(
-                step, lambda qs, st, pts: Quantities.evaluate(trainer.problem, qs, st, pts),
+                step, lambda qs, st, pts: Trackers.evaluate(trainer.problem, qs, st, pts),
                 quantities.sparse, [u for u in trainer.updates if u.in_loop],
-                lambda q: Quantities.struct(q, shapes), trainer.sharding,
+                lambda q: Trackers.struct(q, shapes), trainer.sharding,
                 trainer.nested_intervals)
             run = jax.jit(program(), static_argnums=(2, 3), donate_argnums=0)
             self._cache = {signature: (run, program, out_struct)}

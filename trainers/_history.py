@@ -93,7 +93,7 @@ class History:
         """Append a chunk's records: losses, skipped steps and in-graph quantities."""
         self.record_steps(chunk.steps, chunk.loss, chunk.losses)
         self.record_skipped(chunk.skipped)
-        for name, (at, v) in chunk.values.items():
+        for name, (at, v) in chunk.trackers.items():
             self.record_values(name, at, v)
 
     def warn_skipped(self, since: int = 0) -> None:

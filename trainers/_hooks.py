@@ -126,7 +126,7 @@ def dispatch(trainer: "Trainer", chunk: ChunkMetrics, per_step: list[Callback],
     ``on_train_chunk_end``."""
     if per_step:
         by_step: dict[int, dict[str, Any]] = {}
-        for name, (at, v) in chunk.values.items():
+        for name, (at, v) in chunk.trackers.items():
             for j, s in enumerate(at):
                 val = v[j]
                 by_step.setdefault(int(s), {})[name] = (float(val) if np.ndim(val) == 0
@@ -135,7 +135,7 @@ def dispatch(trainer: "Trainer", chunk: ChunkMetrics, per_step: list[Callback],
         for j, s in enumerate(chunk.steps):
             m = StepMetrics(step=int(s), loss=float(chunk.loss[j]),
                             losses={k: float(v[j]) for k, v in chunk.losses.items()},
-                            values=by_step.get(int(s), {}), last_in_chunk=(j == n - 1))
+                            trackers=by_step.get(int(s), {}), last_in_chunk=(j == n - 1))
             for cb in per_step:
                 cb.on_train_batch_end(trainer, trainer.problem, m)
     for cb in per_chunk:

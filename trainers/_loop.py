@@ -98,7 +98,7 @@ class Loop:
                 pending = self.launch(current.state, end, copy=seen)
             else:
                 seen = current.state
-            chunk = t.quantities.metrics(jax.device_get(current.records), current.s0, end,
+            chunk = t.trackers.metrics(jax.device_get(current.records), current.s0, end,
                                          current.program, list(t.problem.constraints),
                                          t.state)
             last = self.stop_step(chunk)

@@ -93,8 +93,8 @@ class OptimizerPhases:
               ) -> dict[str, Any]:
         """The optimizer states a chunk starting at ``step`` begins with: a transform that
         changed at ``step`` starts from a fresh state at the current weights."""
-        if step == 0:
-            return opt_state
+        if step == 0 or step not in self.starts:
+            return opt_state          # the same object: nothing changed
         now, before = self.at(step), self.at(step - 1)
         return {n: (owned(tx.init(params[n])) if tx is not before[n] else opt_state[n])
                 for n, tx in now.items()}

@@ -105,7 +105,7 @@ def run_digests(trainer: "Trainer") -> dict[str, bytes]:
               for s in phases for n, tx in trainer.transforms_at(s).items()}
     out = {"problem": digest_json({"fingerprint": fingerprint(problem, state),
                                    "quantities": [(q.name, q.interval)
-                                                  for q in trainer.quantities.items]}),
+                                                  for q in trainer.trackers.items]}),
            "points": digest_arrays(problem.registry.batch()),
            "initial state": digest_arrays(state),
            "callbacks": digest_json({"callbacks": callbacks,

@@ -24,7 +24,7 @@ DEFAULT_LEARNING_RATE = 1e-3
 class TrainingStep:
     """The step a :class:`~jno_flax.trainers.Trainer` compiles, method by method; each
     method is an override point. ``self.txs`` holds the transforms of the chunk being
-    compiled, ``self.quantities.dense`` the quantities computed in the loss pass."""
+    compiled, ``self.trackers.dense`` the quantities computed in the loss pass."""
 
     _default_tx = optax.adam(DEFAULT_LEARNING_RATE)
 
@@ -88,7 +88,7 @@ class TrainingStep:
         pass as the loss).
         """
         problem = self.problem
-        every_step = self.quantities.dense
+        every_step = self.trackers.dense
         outputs = list(problem.constraints.values()) + [q.expr for q in every_step]
         trained = {n: p for n, p in state.params.items() if n in self.txs}
         fixed = {n: p for n, p in state.params.items() if n not in self.txs}

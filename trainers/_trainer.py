@@ -12,6 +12,7 @@ import jax
 import optax
 from flax import nnx
 
+from jno_flax._checkpoint_format import restore
 from jno_flax._checks import positive_int
 from jno_flax._problem import Problem
 from jno_flax._seed import default_seed
@@ -19,9 +20,8 @@ from jno_flax._warnings import warn
 from jno_flax.callbacks._callback import Callback, ChunkMetrics, StateUpdate
 from jno_flax.callbacks._logger import Logger
 from jno_flax.callbacks._timer import Timer
-from jno_flax.trainers._boundaries import initial_state, restore_target
 from jno_flax.trainers._batches import check_batch_size, resolve_batch_sizes
-from jno_flax._checkpoint_format import restore
+from jno_flax.trainers._boundaries import initial_state, restore_target
 from jno_flax.trainers._compiled import CompiledChunks
 from jno_flax.trainers._devices import PointSharding, resolve_devices
 from jno_flax.trainers._history import History
@@ -33,7 +33,7 @@ from jno_flax.trainers._phases import OptimizerPhases
 from jno_flax.trainers._precision import (cast_floats, cast_module_constants, check_available,
                                           resolve_precision)
 from jno_flax.trainers._processes import Processes, digest_names, run_digests
-from jno_flax.trainers._quantities import Quantities, collect
+from jno_flax.trainers._trackers import Trackers, collect
 from jno_flax.trainers._signals import SIGNALS, DeferredSignals
 from jno_flax.trainers._state import TrainState
 from jno_flax.trainers._step import TrainingStep
@@ -54,7 +54,7 @@ class Trainer(TrainingStep, LightningAttributes):
     Chunks end at ``chunk_size`` steps, at ``max_steps``, and wherever a callback asks for a
     boundary (:meth:`Callback.sync_every`, :meth:`Callback.next_boundary`, an optimizer
     phase). The Trainer coordinates: callbacks declare what happens inside the chunks
-    (``trainers/_quantities.py``, ``trainers/_chunk.py``) and at their boundaries
+    (``trainers/_trackers.py``, ``trainers/_chunk.py``) and at their boundaries
     (``trainers/_phases.py``, :meth:`Callback.enter_chunk`); ``trainers/_loop.py`` runs them.
 
     Args:
@@ -163,16 +163,16 @@ class Trainer(TrainingStep, LightningAttributes):
                             f"{sigterm_exit_code!r}.")
         #: the exit status of a run stopped by SIGTERM after saving
         self.sigterm_exit_code = sigterm_exit_code
-        self._clear_fit()
+        self._init_fit_attributes()
 
-    def _clear_fit(self) -> None:
+    def _init_fit_attributes(self) -> None:
         """The attributes of one fit, before any fit."""
         self.problem: Problem | None = None
         self.callbacks: list[Callback] = []
         self.state: TrainState | None = None
         self.history: History | None = None
-        #: the in-graph quantities of the fit (``trainers/_quantities.py``)
-        self.quantities = Quantities(())
+        #: the in-graph quantities of the fit (``trainers/_trackers.py``)
+        self.trackers = Trackers(())
         #: entries of ``TrainState.extras`` the callbacks own (resampled points)
         self.updates: list[StateUpdate] = []
         #: the optimizer transforms of the fit, step by step (``trainers/_phases.py``)
@@ -226,7 +226,7 @@ class Trainer(TrainingStep, LightningAttributes):
     def logged_names(self) -> list[str]:
         """What ``fit`` records and callbacks may refer to (``monitor``, ``metrics``):
         ``"loss"``, the constraint names and the in-graph quantity names."""
-        return ["loss"] + list(self.problem.constraints) + self.quantities.names
+        return ["loss"] + list(self.problem.constraints) + self.trackers.names
 
     def stop(self, reason: str) -> None:
         """Ask training to stop after the current chunk, recording ``reason``."""
@@ -344,7 +344,7 @@ class Trainer(TrainingStep, LightningAttributes):
         self._step = int(self.state.step)
         self.history = (problem.history if continue_run and problem.history is not None
                         else History(list(problem.constraints), run_id=History.new_run_id()))
-        self.quantities = Quantities(collect(self.callbacks, self, problem),
+        self.trackers = Trackers(collect(self.callbacks, self, problem),
                                      minibatched=bool(self.batch_sizes))
 
     def settings(self) -> dict[str, Any]:

@@ -1,8 +1,11 @@
-"""The in-graph quantities of a fit: which callback declared what, where each is computed,
-what their records cost, and the chunk's records turned into :class:`ChunkMetrics`.
+"""The trackers of a fit: which callback declared what, where each is computed, what their
+records cost, and the chunk's records turned into :class:`ChunkMetrics`.
 
-A quantity (:class:`~jno_flax.callbacks.InGraph`: a tracker, an adaptive weight, a learning
-rate) is computed inside the compiled chunk at an interval. The *dense* ones come out of the
+A tracker is any value recorded inside the compiled chunk at an interval, declared as an
+:class:`~jno_flax.callbacks.InGraph` by a callback: the problem's ``jnn.tracker``
+expressions, adaptive weights, learning rates, diagnostics. One noun throughout:
+``trainer.trackers``, ``StepMetrics.trackers``, ``ChunkMetrics.trackers`` and
+``History.trackers``. The *dense* ones come out of the
 loss's own forward pass at every step (every-step expressions, and adaptive weights at any
 interval, so a tracked weight is exactly the one used); the others are evaluated by the chunk
 program at the steps they are due (``trainers/_chunk.py``).
@@ -47,11 +50,11 @@ def collect(callbacks: Sequence[Callback], trainer: "Trainer", problem: "Problem
     return quantities
 
 
-class Quantities:
-    """The quantities of one fit.
+class Trackers:
+    """The trackers of one fit.
 
     Args:
-        items: the quantities, in declaration order.
+        items: the trackers' declarations, in order.
         minibatched: the loss pass sees mini-batches (then only adaptive weights, whose
             values are the loss's own, are computed in it).
     """
