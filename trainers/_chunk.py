@@ -115,7 +115,7 @@ class ChunkProgram:
         groups: dict[str, Group] = {}
         for q in quantities:
             g = Group(q.interval, q.after_step)
-            groups.setdefault(g.key, g).quantities.append(q)
+            groups.setdefault(g.key, g).trackers.append(q)
         for u in updates:
             g = Group(u.interval, False)
             groups.setdefault(g.key, g).updates.append(u)
@@ -138,7 +138,7 @@ class ChunkProgram:
 
     def recorded(self) -> list[Group]:
         """The groups that have quantities (rows in the records)."""
-        return [g for g in self.groups.values() if g.quantities]
+        return [g for g in self.groups.values() if g.trackers]
 
     def __call__(self) -> Callable:
         def run(state: TrainState, batch, n_steps: int, phase: int, limit: jax.Array):
@@ -148,8 +148,8 @@ class ChunkProgram:
             body = _Body(self, state.step, batch, limit)
             buffers = {g.key: {q.name: jnp.zeros((math.ceil(n_steps / g.interval),)
                                                   + self.struct(q).shape, self.struct(q).dtype)
-                               for q in g.quantities}
-                       for g in self.conditional if g.quantities}
+                               for q in g.trackers}
+                       for g in self.conditional if g.trackers}
             (state, buffers), dense, nested = body.segment((state, buffers), n_steps, phase, 0)
             out = (state, {"dense": dense, "sparse": {**nested, **buffers}})
             # replicated: every process reads the whole state and every record
@@ -196,7 +196,7 @@ class _Body:
         first = (self.s0 + k - 1) // k * k
 
         def write(buf):
-            values = self.p.evaluate(g.quantities, seen_state, points)
+            values = self.p.evaluate(g.trackers, seen_state, points)
             row = (step - first) // k
             return {name: buf[name].at[row].set(v) for name, v in values.items()}
         if k == 1:
@@ -209,7 +209,7 @@ class _Body:
         step = state.step
         state = self.conditional_updates(state)
         points = self.points(state)
-        recorded = [g for g in self.p.conditional if g.quantities]
+        recorded = [g for g in self.p.conditional if g.trackers]
         for g in recorded:
             if not g.after:
                 bufs[g.key] = self.write_rows(g, step, state, points, bufs[g.key])
@@ -238,7 +238,7 @@ class _Body:
         state, bufs = carry
         if g.updates:
             state = _apply(g.updates, state, self.points(state))
-        row = self.p.evaluate(g.quantities, state, self.points(state)) if g.quantities else None
+        row = self.p.evaluate(g.trackers, state, self.points(state)) if g.trackers else None
         return (state, bufs), row
 
     def segment(self, carry, n: int, phase: int, depth: int):

@@ -117,7 +117,7 @@ class Trackers:
         for group in program.recorded():
             at = group.rows(s0, end)
             table = records["sparse"].get(group.key, {})  # absent: no row in this chunk
-            for q in group.quantities:
+            for q in group.trackers:
                 if q.name in table:
                     recorded[q.name] = (at, np.asarray(table[q.name][:len(at)]))
                 else:
