@@ -3,6 +3,7 @@ declarations collected from every callback, and the per-step and per-chunk hooks
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -90,16 +91,21 @@ def collect_updates(callbacks: Sequence[Callback], trainer: "Trainer", problem: 
     balancer_keys = {registry.balancer_key(b) for b in registry.balancers}
     owners: dict[str, str] = {}
     updates: list[StateUpdate] = []
+    # one StateUpdate per balancer of the problem, kept across fits: a compiled chunk keys on it
+    owner, refreshes = trainer.refreshes
+    if owner() is not registry:
+        refreshes = {}
+        trainer.refreshes = (weakref.ref(registry), refreshes)
     for b in registry.balancers:
-        if b.refresh_period is not None:   # one per problem: a compiled chunk keys on it
-            key = (id(registry), registry.balancer_key(b))
-            if key not in trainer.refreshes:
-                trainer.refreshes[key] = StateUpdate(
-                    registry.balancer_key(b), b.refresh_period, init=b.initial_slot,
+        key = registry.balancer_key(b)
+        if b.refresh_period is not None:
+            if key not in refreshes:
+                refreshes[key] = StateUpdate(
+                    key, b.refresh_period, init=b.initial_slot,
                     update=lambda st, pts, b=b: b.refreshed_slot(registry, st,
                                                                  trainer.minibatch(st, pts)),
                     from_step_zero=True)
-            updates.append(trainer.refreshes[key])
+            updates.append(refreshes[key])
     for cb in callbacks:
         for u in cb.state_updates(trainer, problem):
             if not isinstance(u, StateUpdate):

@@ -99,8 +99,7 @@ class Loop:
             else:
                 seen = current.state
             chunk = t.trackers.metrics(jax.device_get(current.records), current.s0, end,
-                                         current.program, list(t.problem.constraints),
-                                         t.state)
+                                       current.program, list(t.problem.constraints), t.state)
             last = self.stop_step(chunk)
             if last is not None and last + 1 < end:  # stop right after that step
                 end, chunk = last + 1, chunk.until(last + 1)

@@ -192,8 +192,8 @@ class Trainer(TrainingStep, LightningAttributes):
         self._checkpoint = None
         #: the compiled chunk of the live configuration
         self.chunks = CompiledChunks()
-        #: the periodic balancer refreshes of the problems fitted (``trainers/_hooks.py``)
-        self.refreshes: dict[tuple[int, str], StateUpdate] = {}
+        #: the periodic balancer refreshes of the problem fitted last (``trainers/_hooks.py``)
+        self.refreshes: tuple[Any, dict[str, StateUpdate]] = (lambda: None, {})
         self._tracing: dict[str, optax.GradientTransformation] | None = None
 
     @property
