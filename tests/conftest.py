@@ -40,3 +40,14 @@ def tiny() -> TinyProblem:
 def _run_in_tmp_dir(tmp_path, monkeypatch):
     """Every test runs in its own directory: default loggers write to ``./runs``."""
     monkeypatch.chdir(tmp_path)
+
+
+def primitives(jaxpr) -> set[str]:
+    """The names of the primitives of ``jaxpr`` and of every sub-jaxpr (scan and cond bodies)."""
+    import jax
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for sub in jax.core.jaxprs_in_params(eqn.params):
+            names |= primitives(sub)
+    return names

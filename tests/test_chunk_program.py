@@ -6,15 +6,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
-from flax import nnx
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
 from jno_flax.callbacks import InGraph, ResamplePoints, StateUpdate
 from jno_flax.trainers import Trainer, TrainState
 from jno_flax.trainers._chunk import ChunkProgram
+from tests.conftest import TinyProblem, primitives
 
 
 def _state():
@@ -50,15 +49,6 @@ def _run(program, state, n, limit=None):
     return run(state, {}, n, s0 % program.period, np.int32(s0 + n if limit is None else limit))
 
 
-def _primitives(jaxpr):
-    names = set()
-    for eqn in jaxpr.eqns:
-        names.add(eqn.primitive.name)
-        for sub in jax.core.jaxprs_in_params(eqn.params):
-            names |= _primitives(sub)
-    return names
-
-
 QUANTITIES = [InGraph("x10", fn=lambda s: s.extras["x"], interval=10),
               InGraph("seen5", fn=lambda s: s.extras["drawn_at"], interval=5)]
 
@@ -89,13 +79,13 @@ def test_the_nested_layout_has_no_cond_when_intervals_divide():
     nested = _program(QUANTITIES, [_drawn(20)], nested=True)
     assert [g.interval for g in nested.levels] == [20, 10, 5] and nested.period == 20
     jaxpr = jax.make_jaxpr(nested(), static_argnums=(2, 3))(_state(), {}, 40, 0, np.int32(40))
-    assert "cond" not in _primitives(jaxpr.jaxpr)
+    assert "cond" not in primitives(jaxpr.jaxpr)
     # an interval that does not divide the others falls back to the per-step cond
     odd = _program(QUANTITIES, [_drawn(7)], nested=True)
     assert [g.interval for g in odd.levels] == [10, 5]
     assert [g.interval for g in odd.conditional] == [7]
     jaxpr = jax.make_jaxpr(odd(), static_argnums=(2, 3))(_state(), {}, 40, 0, np.int32(40))
-    assert "cond" in _primitives(jaxpr.jaxpr)
+    assert "cond" in primitives(jaxpr.jaxpr)
     flat = _program(QUANTITIES, [_drawn(20)], nested=False)
     assert flat.levels == [] and flat.period == 1
 
@@ -109,14 +99,9 @@ def test_steps_past_the_limit_change_nothing():
 
 
 def test_a_tracker_and_resampling_on_the_accelerator_layout_compile_without_cond():
-    dom = jno.domain.rect(n_interior=64, n_boundary=32, seed=0)
-    x, y = dom.variable("interior")
-    xb, yb = dom.variable("boundary")
-    net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=8, depth=2, rngs=nnx.Rngs(0)), name="u")
-    net.optimizer(optax.adam(1e-2))
-    residual = net(x, y).laplacian(x, y) + 1.0
-    crux = jno.core([residual.mse.name("pde"), net(xb, yb).mse.name("bc"),
-                     jnn.tracker(jnn.mean(x), interval=10, name="mean_x")])
+    tiny = TinyProblem()
+    residual = tiny.u.laplacian(tiny.x, tiny.y) + 2 * jnp.pi ** 2 * tiny.u_exact
+    crux = tiny.core(jnn.tracker(jnn.mean(tiny.x), interval=10, name="mean_x"))
     trainer = Trainer(max_steps=200, chunk_size=200, nested_intervals=True,
                       callbacks=[ResamplePoints(residual, every_n_train_steps=100,
                                                 strategy="rad")],
@@ -125,14 +110,13 @@ def test_a_tracker_and_resampling_on_the_accelerator_layout_compile_without_cond
     _, program = trainer.chunks.latest()
     jaxpr = jax.make_jaxpr(program(), static_argnums=(2, 3))(
         crux.state, crux.registry.batch(), 200, 0, np.int32(200))
-    assert "cond" not in _primitives(jaxpr.jaxpr)
+    assert "cond" not in primitives(jaxpr.jaxpr)
     mean_x = h.trackers["mean_x"].values   # the tracker sees the points of its step
     changed = np.flatnonzero(np.diff(mean_x)) + 1
     np.testing.assert_array_equal(h.trackers["mean_x"].steps[changed], [100])
 
 
 def test_a_periodic_balancer_refresh_is_a_block_event_with_the_same_weights():
-    from tests.conftest import TinyProblem
     weights = {}
     for nested in (True, False):
         tiny = TinyProblem()
@@ -145,7 +129,7 @@ def test_a_periodic_balancer_refresh_is_a_block_event_with_the_same_weights():
         _, program = trainer.chunks.latest()
         jaxpr = jax.make_jaxpr(program(), static_argnums=(2, 3))(
             crux.state, crux.registry.batch(), 30, 0, np.int32(30))
-        assert ("cond" in _primitives(jaxpr.jaxpr)) is not nested
+        assert ("cond" in primitives(jaxpr.jaxpr)) is not nested
     changes = np.flatnonzero(np.diff(weights[True])) + 1
     np.testing.assert_array_equal(changes, [10, 20])   # refreshed at 0, 10 and 20 only
     np.testing.assert_allclose(weights[True], weights[False], rtol=1e-5)

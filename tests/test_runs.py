@@ -17,7 +17,7 @@ from jno_flax.callbacks import (Callback, EarlyStopping, ModelCheckpoint, ModelS
                                 ProgressBar, Timer)
 from jno_flax.callbacks._timer import parse_max_time
 from jno_flax.trainers import Trainer
-from tests.conftest import TinyProblem
+from tests.conftest import TinyProblem, primitives
 
 
 def _trainer(steps, **kw):
@@ -258,15 +258,6 @@ def _chunk_jaxpr(trainer, crux, n, phase):
                                                      phase, np.int32(n))
 
 
-def _primitives(jaxpr):
-    names = set()
-    for eqn in jaxpr.eqns:
-        names.add(eqn.primitive.name)
-        for sub in jax.core.jaxprs_in_params(eqn.params):
-            names |= _primitives(sub)
-    return names
-
-
 def _nested_trainer(steps, **kw):
     trainer = _trainer(steps, **kw)
     trainer.nested_intervals = True  # the accelerator layout, here on CPU
@@ -278,16 +269,16 @@ def test_nested_intervals_need_no_conditional(tiny):
                      jnn.tracker(jnn.mean(tiny.u), 5, name="u5"))
     trainer = _nested_trainer(20, chunk_size=20)
     trainer.fit(crux)
-    assert "cond" not in _primitives(_chunk_jaxpr(trainer, crux, 20, 0).jaxpr)
+    assert "cond" not in primitives(_chunk_jaxpr(trainer, crux, 20, 0).jaxpr)
     crux3 = tiny.core(jnn.tracker(tiny.error, 10, name="e10"),
                       jnn.tracker(jnn.mean(tiny.u), 3, name="u3"))  # 3 does not divide 10
     trainer3 = _nested_trainer(20, chunk_size=20)
     trainer3.fit(crux3)
-    assert "cond" in _primitives(_chunk_jaxpr(trainer3, crux3, 20, 0).jaxpr)
+    assert "cond" in primitives(_chunk_jaxpr(trainer3, crux3, 20, 0).jaxpr)
     flat = _trainer(20, chunk_size=20)  # the CPU default: one flat scan, lax.cond per group
     flat.fit(crux)
     assert flat.nested_intervals is False
-    assert "cond" in _primitives(_chunk_jaxpr(flat, crux, 20, 0).jaxpr)
+    assert "cond" in primitives(_chunk_jaxpr(flat, crux, 20, 0).jaxpr)
 
 
 def test_interval_values_do_not_depend_on_layout_or_chunk_boundaries():

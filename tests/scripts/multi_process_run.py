@@ -4,8 +4,8 @@ the one-process reference: ``NUM_PROCESSES`` = 1, one device).
 usage: multi_process_run.py PROCESS_ID NUM_PROCESSES PORT DIR MODE
 
 MODE:
-  ``full``     200 steps (1000 + 200 points) in chunks of 10, checkpoints every 50 in DIR/ckpt, TensorBoard logs in
-               DIR/logs;
+  ``full``     200 steps (1000 + 200 points) in chunks of 10, checkpoints every 50 in DIR/ckpt,
+               TensorBoard logs in DIR/logs;
   ``preempt``  the same, and process 1 sends itself SIGTERM at its first chunk end at or after
                step 120: every process must save at one step and exit;
   ``resume``   ``fit(..., ckpt_path="last")`` on DIR/ckpt, to step 200;
