@@ -36,7 +36,8 @@ def _run(example: Path, cwd: Path, steps: int | None, timeout: int = 600) -> str
 #: examples whose short run still takes long (several processes), or whose features the unit
 #: tests cover (Trainer override points, diagnostics, adaptive weights); run with `-m slow`
 SLOW = {"03_custom_trainer.py", "04_ntk_diagnostics.py", "05_gradient_conflict.py",
-        "06_adaptive_weights.py", "07_resume.py", "08_burgers.py", "09_multi_process.py", "10_allen_cahn.py",
+        "06_adaptive_weights.py", "07_resume.py", "08_burgers.py", "09_multi_process.py",
+        "10_allen_cahn.py",
         "13_poisson_natural_gradient.py"}   # its full run is a fast test below
 
 
