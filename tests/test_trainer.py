@@ -6,6 +6,7 @@ import jax
 import matplotlib
 import numpy as np
 import optax
+import pytest
 
 import jno_flax.numpy as jnn
 from jno_flax.callbacks import Callback
@@ -89,3 +90,13 @@ def test_record_memory_bound_shortens_chunks(tiny):
 def test_progress_bar_runs(tiny, capsys):
     Trainer(max_steps=3, enable_progress_bar=True).fit(tiny.core())
     assert "3/3" in capsys.readouterr().err
+
+
+def test_renamed_trainer_attributes_point_to_their_new_names():
+    trainer = Trainer(max_steps=1, logger=False)
+    with pytest.raises(AttributeError, match="`trainer.quantities` is now `trainer.trackers`"):
+        trainer.quantities
+    trainer.SIGTERM_EXIT_CODE = 3    # the earlier spelling still sets the exit status
+    assert trainer.sigterm_exit_code == 3
+    with pytest.raises(TypeError, match="`sigterm_exit_code` must be an int exit status"):
+        Trainer(max_steps=1, logger=False, sigterm_exit_code="3")

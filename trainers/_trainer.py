@@ -205,6 +205,12 @@ class Trainer(TrainingStep, LightningAttributes):
     def SIGTERM_EXIT_CODE(self, code: int) -> None:  # noqa: N802
         self.sigterm_exit_code = code
 
+    @property
+    def quantities(self) -> None:
+        """Renamed: see :attr:`trackers`."""
+        raise AttributeError("`trainer.quantities` is now `trainer.trackers` (the recorded "
+                             "in-graph values, named as in `History.trackers`).")
+
     # ------------------------------------------------------------------ public state
     @property
     def global_step(self) -> int:
