@@ -82,6 +82,7 @@ def _kept(path):
     return sorted(int(d) for d in os.listdir(path) if d.isdigit())
 
 
+@pytest.mark.slow   # long: run with `-m slow`
 def test_save_top_k_keeps_the_newest_besides_the_best(tmp_path):
     _, crux = _problem()
     _fit(crux, 50, ModelCheckpoint(tmp_path / "keep", every_n_train_steps=10, save_top_k=2))

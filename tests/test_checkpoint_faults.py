@@ -148,6 +148,7 @@ def test_a_changed_optimizer_is_a_mismatch_not_damage(tmp_path):
     assert crux.global_step == 0
 
 
+@pytest.mark.slow   # long: run with `-m slow`
 def test_two_checkpoint_callbacks_do_not_swallow_a_later_sigterm(tmp_path):
     run = _child("two_checkpoints", tmp_path / "ck", tmp_path / "out.npz")
     assert "finished 3000" in run.stdout
@@ -155,6 +156,7 @@ def test_two_checkpoint_callbacks_do_not_swallow_a_later_sigterm(tmp_path):
     assert run.returncode == -signal.SIGTERM
 
 
+@pytest.mark.slow   # long: run with `-m slow`
 def test_ctrl_c_saves_then_raises_keyboard_interrupt(tmp_path):
     run = _child("sigint", tmp_path / "ck", tmp_path / "out.npz")
     assert run.returncode == 3, run.stderr[-2000:]   # the script caught KeyboardInterrupt

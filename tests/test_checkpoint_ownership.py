@@ -106,6 +106,7 @@ def test_scores_come_from_the_checkpoints_so_a_moved_directory_keeps_its_best(tm
     assert set(kept) - {35} <= set(_steps(moved))      # only 35 (newest, not best) went
 
 
+@pytest.mark.slow   # long: run with `-m slow`
 def test_a_changed_point_count_is_a_mismatch_naming_the_points_and_nothing_is_deleted(tmp_path):
     def grown(period):
         t = TinyProblem()

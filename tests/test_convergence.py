@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import optax
 from flax import nnx
 
@@ -13,6 +14,7 @@ import jno_flax.numpy as jnn
 from jno_flax.numpy import tracker
 
 
+@pytest.mark.slow   # long: run with `-m slow`
 def test_poisson_reference_problem_reaches_relative_l2_below_1e_1():
     π = jnp.pi
     dom = jno.domain.rect((0, 1), (0, 1), n_interior=1000, n_boundary=200, seed=0)

@@ -132,7 +132,8 @@ def test_pi_init_solves_its_least_squares_problem():
 
 
 # ---------------------------------------------------------------------- framework features
-@pytest.mark.parametrize("name", ["mlp_rwf", "fourier_mlp", "modified_mlp", "periodic_pirate"])
+@pytest.mark.parametrize("name", ["mlp_rwf", "fourier_mlp", "modified_mlp",
+                                  pytest.param("periodic_pirate", marks=pytest.mark.slow)])
 def test_jacobian_matches_finite_differences_and_ntk_is_psd(name):
     with jax.enable_x64(True):
         module = _nets(seed=1)[name]
@@ -182,7 +183,8 @@ def test_masks_by_path_select_the_named_layers():
     assert float(np.abs(np.asarray(J)).max()) > 0
 
 
-@pytest.mark.parametrize("name", ["fourier_mlp", "periodic_pirate"])
+@pytest.mark.parametrize("name", ["fourier_mlp",
+                                  pytest.param("periodic_pirate", marks=pytest.mark.slow)])
 def test_trains_and_weights_round_trip(name, tmp_path):
     module = _nets()[name]
     net = N.wrap(module, name="u")

@@ -76,6 +76,7 @@ def _same(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow   # long: run with `-m slow`
 def test_switch_at_a_step_equals_two_solves():
     from jno_flax.callbacks import SwitchOptimizer
     t, two = _lbfgs_problem()

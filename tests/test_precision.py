@@ -9,12 +9,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 from flax import nnx
+import pytest
 
 import jno_flax as jno
 
 SCRIPT = Path(__file__).parent / "scripts" / "float64_run.py"
 
 
+@pytest.mark.slow   # long: run with `-m slow`
 def test_poisson_in_float64_end_to_end():
     """Parameters, points, balancer states, weights, eval outputs and History are float64, and
     the parameter Jacobian matches central finite differences to 1e-8 (a subprocess: x64 is

@@ -115,6 +115,7 @@ def test_switching_from_adam_to_ssbfgs_continues_the_run():
     assert h.total_loss[-1] < 0.2 * h_adam.total_loss[-1]
 
 
+@pytest.mark.slow   # long: run with `-m slow`
 def test_resume_in_the_middle_of_a_quasi_newton_phase_is_bit_identical(tmp_path):
     def fit(steps, *callbacks, ckpt_path=None):
         t = TinyProblem()
