@@ -107,7 +107,8 @@ class ResamplePoints(Callback):
         if self.grows:
             for name, tracker in problem.trackers.items():
                 if ps.n in tracker.expr.value_shape and _depends_on(tracker.expr, ps):
-                    raise ValueError(f"ResamplePoints(strategy='rar-d') grows {ps.describe()}, "
+                    raise ValueError(f"ResamplePoints(strategy={self.strategy.name!r}) grows "
+                                     f"{ps.describe()}, "
                                      f"but the tracker {name!r} has a point axis "
                                      f"{tracker.expr.value_shape}; track a reduction of it.")
         if self._problem_id != id(problem):  # the draw functions close over the problem
@@ -150,9 +151,16 @@ class ResamplePoints(Callback):
                 ev = Evaluator(registry, state.params, {**batch, key: points}, [self.target],
                                extras=state.extras, training=False)
                 return jax.lax.stop_gradient(ev.value(self.target))[0]
-            return self.strategy.draw(Draw(
+            new = self.strategy.draw(Draw(
                 rng, current, lambda k, count: uniform_points(ps, k, count, current.dtype),
                 residual))
+            grown = self.strategy.size_at(n, 1) if self.grows else n
+            if tuple(new.shape) != (grown,) + current.shape[1:]:
+                raise ValueError(f"{self.strategy!r}.draw returned points of shape "
+                                 f"{tuple(new.shape)} for {ps.describe()}; expected "
+                                 f"{(grown,) + current.shape[1:]} (a strategy that changes the "
+                                 "number of points declares `grows` and `size_at`).")
+            return new
 
         return draw
 

@@ -307,3 +307,17 @@ def test_strategy_settings_go_to_the_strategy_object():
     shared = RAD()   # one object for two point sets of different sizes
     a = ResamplePoints(residual, 10, strategy=shared)
     assert a.strategy.pool == 640 and shared.pool is None
+
+
+def test_a_strategy_that_returns_the_wrong_number_of_points_is_named():
+    from jno_flax.callbacks import ResamplingStrategy
+
+    class Half(ResamplingStrategy):
+        def draw(self, d):
+            return d.current[: d.n // 2]
+
+    _, x, _, crux = _lshape_problem()
+    with pytest.raises(ValueError, match=r"Half\(\).draw returned points of shape \(32, 2\) "
+                                         r"for .*; expected \(64, 2\)"):
+        Trainer(max_steps=12, callbacks=[ResamplePoints(x, 5, strategy=Half())],
+                **QUIET).fit(crux)
