@@ -38,8 +38,6 @@ READ_ERRORS = (ValueError, OSError, KeyError, TypeError, json.JSONDecodeError)
 #: keys of the ``checkpoint`` dict handed to ``on_load_checkpoint`` that the trainer fills;
 #: a callback's ``on_save_checkpoint`` may not use them
 RESERVED_ENTRIES = ("metadata", "callbacks", "path", "skipped")
-#: the items of a checkpoint directory
-ITEMS = ("state", "history", "callbacks", "extra", "metadata")
 
 
 # ---------------------------------------------------------------------- step directories
