@@ -21,7 +21,7 @@ class CompiledChunks:
     a problem in memory)."""
 
     def __init__(self):
-        self._cache: dict[Any, tuple[Any, ChunkProgram, Any]] = {}
+        self._cache: dict[Any, tuple[Any, ChunkProgram, float]] = {}
 
     def latest(self) -> tuple[Any, ChunkProgram]:
         """The runner and program compiled last."""
@@ -50,8 +50,9 @@ class CompiledChunks:
                 lambda q: Trackers.struct(q, shapes), trainer.sharding,
                 trainer.nested_intervals)
             run = jax.jit(program(), static_argnums=(2, 3), donate_argnums=0)
-            self._cache = {signature: (run, program, out_struct)}
-        run, program, out_struct = self._cache[signature]
+            # one entry: older ones would pin a problem; the record bytes are computed once
+            self._cache = {signature: (run, program,
+                                       quantities.bytes_per_step(out_struct, shapes))}
+        run, program, per_step = self._cache[signature]
         longest = min(trainer.chunk_size, max(1, trainer.max_steps - s0))
-        return run, program, quantities.capacity(out_struct, state, trainer.max_record_bytes,
-                                                 longest)
+        return run, program, quantities.capacity(per_step, trainer.max_record_bytes, longest)

@@ -85,15 +85,19 @@ class Trackers:
             return jax.ShapeDtypeStruct(q.expr.value_shape, q.expr.dtype)
         return jax.eval_shape(q.fn, state)
 
-    def capacity(self, per_step_struct: Any, state: TrainState, max_bytes: int,
-                 longest: int) -> int:
-        """The longest chunk (at most ``longest`` steps) whose records fit ``max_bytes``:
-        the per-step outputs plus every sparse quantity once per interval."""
+    def bytes_per_step(self, per_step_struct: Any, state: TrainState) -> float:
+        """The record bytes one step costs: the per-step outputs plus every sparse tracker
+        once per interval (fixed for a compiled configuration)."""
         per_step = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(per_step_struct))
         for q in self.sparse:
             st = self.struct(q, state)
             per_step += int(np.prod(st.shape)) * jnp.dtype(st.dtype).itemsize / q.interval
-        return max(1, min(longest, int(max_bytes // max(per_step, 1))))
+        return per_step
+
+    @staticmethod
+    def capacity(bytes_per_step: float, max_bytes: int, longest: int) -> int:
+        """The longest chunk (at most ``longest`` steps) whose records fit ``max_bytes``."""
+        return max(1, min(longest, int(max_bytes // max(bytes_per_step, 1))))
 
     @staticmethod
     def evaluate(problem: "Problem", quantities: list[InGraph], state: TrainState,
