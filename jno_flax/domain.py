@@ -5,39 +5,38 @@
 >>> xb, yb = dom.variable("boundary")
 >>> nx, ny = dom.normal("boundary")
 
+Any geometry of :mod:`jno_flax.geometry`, booleans included, becomes a domain with
+:func:`from_geometry`:
+
+>>> from jno_flax import geometry
+>>> plate = geometry.rect((-0.5, 0.5), (-0.5, 0.5)) - geometry.disk((0, 0), 0.2)
+>>> dom = jno.domain.from_geometry(plate, n_interior=200, n_boundary=80, seed=0)
+>>> xh, yh = dom.variable("holes")
+>>> d = dom.signed_distance(*dom.variable("interior"))   # positive inside, 0 on the boundary
+
 Points are sampled once, at construction, from ``seed``; the same seed gives the same points.
-Tags: ``"interior"``, ``"boundary"``, the named sides of the geometry (a subset of the
-boundary points) and, for space-time domains, ``"initial"``.
+Tags: ``"interior"``, ``"boundary"``, the named sides of the geometry and the names given
+with ``Geometry.named`` (subsets of the boundary points; ``"holes"`` for the parts of a
+subtracted geometry) and, for space-time domains, ``"initial"``.
 """
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from scipy.stats import qmc
 
+from jno_flax import geometry as _geo
 from jno_flax._checks import positive_int
-from jno_flax._geometry import BoundarySample, Box, Disk, Geometry, Interval, Rect, Segments
+from jno_flax._csg import MAX_ROUNDS
+from jno_flax._expr import Expr
+from jno_flax._geometry import BoundarySample, Geometry
 from jno_flax._pointset import PointSet, Variable
 from jno_flax._seed import default_seed
 
-__all__ = ["Domain", "interval", "rect", "box", "disk", "polygon", "lshape", "SAMPLERS"]
+__all__ = ["Domain", "from_geometry", "interval", "rect", "box", "disk", "ellipse", "ball",
+           "polygon", "lshape", "SAMPLERS"]
 
 SAMPLERS = ("random", "grid", "sobol", "lhs")
-
-
-def _check_range(arg: str, value) -> tuple[float, float]:
-    ok = (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, numbers.Real) and np.isfinite(v) for v in value))
-    if not ok:
-        raise ValueError(f"`{arg}` must be a pair (low, high) of finite numbers, got {value!r}.")
-    lo, hi = float(value[0]), float(value[1])
-    if not lo < hi:
-        raise ValueError(
-            f"`{arg}` must be a non-empty range with low < high, got {value!r}."
-        )
-    return lo, hi
 
 
 class _UnitSampler:
@@ -82,7 +81,7 @@ class Domain:
         if sampler not in SAMPLERS:
             raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}.")
         self.sampler, self.seed = sampler, default_seed(seed)
-        self.time = None if time is None else _check_range("time", time)
+        self.time = None if time is None else _geo.check_range("time", time)
         if n_initial is not None and self.time is None:
             raise ValueError("`n_initial` needs a space-time domain; pass `time=(t0, t1)` too.")
         self.n_initial = positive_int("n_initial", n_initial if n_initial is not None
@@ -123,8 +122,29 @@ class Domain:
         ps = self.pointset(tag)
         if "normal" not in ps.data_columns:
             raise ValueError(f"`tag` {tag!r} has no normals; normals exist on 'boundary' and "
-                             f"the sides {list(self.geometry.side_names)}.")
+                             f"the tags {list(self.geometry.tag_names)}.")
         return ps.data_fields("normal")
+
+    def signed_distance(self, *coords) -> Expr:
+        """The geometry's signed distance at the given spatial coordinates, as an expression
+        (positive inside, zero on the boundary; differentiable).
+
+        ``u = g + dom.signed_distance(x, y) * net(x, y)`` equals ``g`` on the boundary.
+        For booleans the distance is a bound (:mod:`jno_flax._csg`): zero exactly on the
+        boundary, positive inside.
+        """
+        import jax.numpy as jnp
+
+        from jno_flax.numpy import function
+        geo = self.geometry
+        if len(coords) != geo.dim:
+            raise ValueError(f"`signed_distance` takes the {geo.dim} spatial coordinates of "
+                             f"{geo.describe()}, got {len(coords)} arguments.")
+
+        def distance(*values):
+            return geo.signed_distance(jnp.concatenate(values)[None, :], jnp)
+
+        return function(distance, list(coords), name="signed_distance")
 
     def points(self, tag: str = "interior") -> np.ndarray:
         """The ``(N, dim)`` coordinates of a tag."""
@@ -146,10 +166,10 @@ class Domain:
         self._add("interior", interior)
         bnd = self._sample_boundary(self.n_boundary, seq[1])
         self._add("boundary", bnd.points, bnd.normals)
-        for side in geo.side_names:
-            sel = bnd.sides == side
+        for tag in geo.tag_names:
+            sel = bnd.has(tag)
             if sel.any():
-                self._add(side, bnd.points[sel], bnd.normals[sel])
+                self._add(tag, bnd.points[sel], bnd.normals[sel])
         if t is not None:
             spatial = self._sample_interior(self.n_initial, seq[2], with_time=False)
             self._add("initial", np.concatenate(
@@ -174,9 +194,10 @@ class Domain:
             return _product(geo.interior_grid(n_s), t0 + (np.arange(n_t) + 1) / n_t * (t1 - t0))
         draws = _UnitSampler(self.sampler, geo.interior_dims + int(timed), seed)
         out: list[np.ndarray] = []
-        have = 0
-        while have < n:
-            u = draws.draw(max(2 * (n - have), 16))
+        have = tried = 0
+        for _ in range(MAX_ROUNDS):
+            m = max(2 * (n - have), int(np.ceil(1.2 * (n - have) / geo.acceptance)), 16)
+            u = draws.draw(m)
             pts = geo.interior(u[:, :geo.interior_dims])
             keep = geo.contains(pts)
             pts = pts[keep]
@@ -184,8 +205,12 @@ class Domain:
                 t0, t1 = self.time
                 pts = np.concatenate([pts, (t1 - u[keep, -1:] * (t1 - t0))], axis=1)
             out.append(pts)
-            have += len(pts)
-        return np.concatenate(out)[:n]
+            have, tried = have + len(pts), tried + m
+            if have >= n:
+                return np.concatenate(out)[:n]
+        raise ValueError(f"could not find {n} interior points of {geo.describe()}: {have} of "
+                         f"{tried} samples of its bounding box were inside (acceptance rate "
+                         f"{have / tried:.2g}).")
 
     def _sample_boundary(self, n: int, seed) -> BoundarySample:
         geo = self.geometry
@@ -199,11 +224,11 @@ class Domain:
             times = np.linspace(t0, t1, n_t)
             return BoundarySample(_product(b.points, times), np.tile(b.normals, (n_t, 1)),
                                   np.tile(b.sides, n_t))
-        u = _UnitSampler(self.sampler, geo.boundary_dims + int(timed), seed).draw(n)
-        b = geo.boundary(u[:, :geo.boundary_dims])
+        sampler = _UnitSampler(self.sampler, geo.boundary_dims + int(timed), seed)
+        b, rest = geo.sample_boundary(n, lambda m, _columns: sampler.draw(m), extra=int(timed))
         if timed:
             t0, t1 = self.time
-            b = BoundarySample(np.concatenate([b.points, t0 + u[:, -1:] * (t1 - t0)], axis=1),
+            b = BoundarySample(np.concatenate([b.points, t0 + rest[:, :1] * (t1 - t0)], axis=1),
                                b.normals, b.sides)
         return b
 
@@ -215,46 +240,70 @@ def _product(space: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.concatenate([s, t], axis=1)
 
 
+def from_geometry(geometry: Geometry, *, n_interior: int = 1000, n_boundary: int = 200,
+                  sampler: str = "random", seed: int | None = None, time=None,
+                  n_initial: int | None = None) -> Domain:
+    """A domain of any geometry of :mod:`jno_flax.geometry` (booleans included); coordinates
+    ``x``, ``y``, ``z`` by dimension (and ``t`` last with ``time=(t0, t1)``)."""
+    if not isinstance(geometry, Geometry):
+        raise TypeError(f"`geometry` must be a geometry of jno_flax.geometry (rect, disk, "
+                        f"their booleans, ...), got {type(geometry).__name__}: {geometry!r}.")
+    return Domain(geometry, n_interior=n_interior, n_boundary=n_boundary, sampler=sampler,
+                  seed=seed, time=time, n_initial=n_initial,
+                  coord_names=("x", "y", "z")[:geometry.dim])
+
+
 def interval(a: float, b: float, *, n_interior: int = 100, n_boundary: int = 2,
              sampler: str = "random", seed: int | None = None, time=None,
              n_initial: int | None = None) -> Domain:
     """The interval ``(a, b)``; sides ``"left"`` (x = a) and ``"right"`` (x = b)."""
-    lo, hi = _check_range("(a, b)", (a, b))
-    return Domain(Interval(lo, hi), n_interior=n_interior, n_boundary=n_boundary,
-                  sampler=sampler, seed=seed, time=time, n_initial=n_initial, coord_names=("x",))
+    return from_geometry(_geo.interval(a, b), n_interior=n_interior, n_boundary=n_boundary,
+                         sampler=sampler, seed=seed, time=time, n_initial=n_initial)
 
 
 def rect(x_range=(0.0, 1.0), y_range=(0.0, 1.0), *, n_interior: int = 1000,
          n_boundary: int = 200, sampler: str = "random", seed: int | None = None, time=None,
          n_initial: int | None = None) -> Domain:
     """A rectangle; sides ``"left"``, ``"right"``, ``"bottom"``, ``"top"``."""
-    xr, yr = _check_range("x_range", x_range), _check_range("y_range", y_range)
-    return Domain(Rect(xr, yr), n_interior=n_interior, n_boundary=n_boundary, sampler=sampler,
-                  seed=seed, time=time, n_initial=n_initial, coord_names=("x", "y"))
+    return from_geometry(_geo.rect(x_range, y_range), n_interior=n_interior,
+                         n_boundary=n_boundary, sampler=sampler, seed=seed, time=time,
+                         n_initial=n_initial)
 
 
 def box(x_range=(0.0, 1.0), y_range=(0.0, 1.0), z_range=(0.0, 1.0), *, n_interior: int = 1000,
         n_boundary: int = 600, sampler: str = "random", seed: int | None = None, time=None,
         n_initial: int | None = None) -> Domain:
     """A 3-D box; faces ``left/right`` (x), ``front/back`` (y), ``bottom/top`` (z)."""
-    ranges = [_check_range(n, r) for n, r in
-              (("x_range", x_range), ("y_range", y_range), ("z_range", z_range))]
-    return Domain(Box(*ranges), n_interior=n_interior, n_boundary=n_boundary, sampler=sampler,
-                  seed=seed, time=time, n_initial=n_initial, coord_names=("x", "y", "z"))
+    return from_geometry(_geo.box(x_range, y_range, z_range), n_interior=n_interior,
+                         n_boundary=n_boundary, sampler=sampler, seed=seed, time=time,
+                         n_initial=n_initial)
 
 
 def disk(center=(0.0, 0.0), radius: float = 1.0, *, n_interior: int = 1000,
          n_boundary: int = 200, sampler: str = "random", seed: int | None = None, time=None,
          n_initial: int | None = None) -> Domain:
     """A disk; its boundary is the circle (tag ``"boundary"``)."""
-    c = np.asarray(center, dtype=np.float64)
-    if c.shape != (2,) or not np.all(np.isfinite(c)):
-        raise ValueError(f"`center` must be two finite numbers, got {center!r}.")
-    if not isinstance(radius, numbers.Real) or not np.isfinite(radius) or radius <= 0:
-        raise ValueError(f"`radius` must be a positive number, got {radius!r}.")
-    return Domain(Disk(c, float(radius)), n_interior=n_interior, n_boundary=n_boundary,
-                  sampler=sampler, seed=seed, time=time, n_initial=n_initial,
-                  coord_names=("x", "y"))
+    return from_geometry(_geo.disk(center, radius), n_interior=n_interior,
+                         n_boundary=n_boundary, sampler=sampler, seed=seed, time=time,
+                         n_initial=n_initial)
+
+
+def ellipse(center=(0.0, 0.0), semi_axes=(1.0, 0.5), *, n_interior: int = 1000,
+            n_boundary: int = 200, sampler: str = "random", seed: int | None = None, time=None,
+            n_initial: int | None = None) -> Domain:
+    """An axis-aligned ellipse; its boundary is tag ``"boundary"``."""
+    return from_geometry(_geo.ellipse(center, semi_axes), n_interior=n_interior,
+                         n_boundary=n_boundary, sampler=sampler, seed=seed, time=time,
+                         n_initial=n_initial)
+
+
+def ball(center=(0.0, 0.0, 0.0), radius: float = 1.0, *, n_interior: int = 1000,
+         n_boundary: int = 600, sampler: str = "random", seed: int | None = None, time=None,
+         n_initial: int | None = None) -> Domain:
+    """A 3-D ball; its boundary (the sphere) is tag ``"boundary"``."""
+    return from_geometry(_geo.ball(center, radius), n_interior=n_interior,
+                         n_boundary=n_boundary, sampler=sampler, seed=seed, time=time,
+                         n_initial=n_initial)
 
 
 def polygon(vertices, *, n_interior: int = 1000, n_boundary: int = 200,
@@ -265,22 +314,11 @@ def polygon(vertices, *, n_interior: int = 1000, n_boundary: int = 200,
     Sides are named ``"side_0"``, ... (edge ``k`` joins vertex ``k`` to ``k + 1``) unless
     ``side_names`` is given.
     """
-    v = np.asarray(vertices, dtype=np.float64)
-    if v.ndim != 2 or v.shape[1] != 2 or len(v) < 3 or not np.all(np.isfinite(v)):
-        raise ValueError(f"`vertices` must be a (K, 2) array of finite numbers with K >= 3, "
-                         f"got shape {np.shape(vertices)}.")
-    if side_names is not None and len(side_names) != len(v):
-        raise ValueError(f"`side_names` must name each of the {len(v)} sides, "
-                         f"got {len(side_names)} names.")
-    return Domain(Segments(v, tuple(side_names) if side_names else None),
-                  n_interior=n_interior, n_boundary=n_boundary, sampler=sampler, seed=seed,
-                  time=time, n_initial=n_initial, coord_names=("x", "y"))
+    return from_geometry(_geo.polygon(vertices, side_names), n_interior=n_interior,
+                         n_boundary=n_boundary, sampler=sampler, seed=seed, time=time,
+                         n_initial=n_initial)
 
 
 def lshape(size: float = 1.0, **kwargs) -> Domain:
     """The L-shaped domain ``(-size, size)^2`` without its upper-right quadrant (non-convex)."""
-    s = float(size)
-    if not s > 0:
-        raise ValueError(f"`size` must be positive, got {size!r}.")
-    v = [(-s, -s), (s, -s), (s, 0.0), (0.0, 0.0), (0.0, s), (-s, s)]
-    return polygon(v, **kwargs)
+    return from_geometry(_geo.lshape(size), **kwargs)

@@ -1,0 +1,116 @@
+"""Geometries without points: primitives and their booleans.
+
+>>> import numpy as np
+>>> from jno_flax import geometry
+>>> plate = geometry.rect((-0.5, 0.5), (-0.5, 0.5)).named("outer")
+>>> holes = geometry.disk((0.3, 0.3), 0.1) | geometry.disk((-0.3, -0.3), 0.1)
+>>> shape = plate - holes
+>>> shape.contains([[0.0, 0.0], [0.3, 0.3]]).tolist()
+[True, False]
+>>> abs(float(shape.signed_distance(np.array([[0.0, 0.5]]))[0]))
+0.0
+
+``a - b`` (difference), ``a | b`` (union) and ``a & b`` (intersection) combine geometries of
+the same dimension; :func:`jno_flax.domain.from_geometry` samples points of any geometry.
+Signed distances are positive inside (see :mod:`jno_flax._csg` for booleans).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from jno_flax._csg import Boolean
+from jno_flax._geometry import Geometry
+from jno_flax._shapes import Ball, Box, Disk, Ellipse, Interval, Rect, Segments
+
+__all__ = ["Geometry", "Boolean", "interval", "rect", "box", "disk", "ellipse", "ball",
+           "sphere", "polygon", "lshape", "check_range"]
+
+
+def check_range(arg: str, value) -> tuple[float, float]:
+    ok = (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, numbers.Real) and np.isfinite(v) for v in value))
+    if not ok:
+        raise ValueError(f"`{arg}` must be a pair (low, high) of finite numbers, got {value!r}.")
+    lo, hi = float(value[0]), float(value[1])
+    if not lo < hi:
+        raise ValueError(
+            f"`{arg}` must be a non-empty range with low < high, got {value!r}."
+        )
+    return lo, hi
+
+
+def _check_point(arg: str, value, dim: int) -> np.ndarray:
+    c = np.asarray(value, dtype=np.float64)
+    if c.shape != (dim,) or not np.all(np.isfinite(c)):
+        raise ValueError(f"`{arg}` must be {dim} finite numbers, got {value!r}.")
+    return c
+
+
+def _check_positive(arg: str, value) -> float:
+    if not isinstance(value, numbers.Real) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"`{arg}` must be a positive number, got {value!r}.")
+    return float(value)
+
+
+def interval(a: float, b: float) -> Interval:
+    """The interval ``(a, b)``; sides ``"left"`` and ``"right"``."""
+    return Interval(*check_range("(a, b)", (a, b)))
+
+
+def rect(x_range=(0.0, 1.0), y_range=(0.0, 1.0)) -> Rect:
+    """A rectangle; sides ``"left"``, ``"right"``, ``"bottom"``, ``"top"``."""
+    return Rect(check_range("x_range", x_range), check_range("y_range", y_range))
+
+
+def box(x_range=(0.0, 1.0), y_range=(0.0, 1.0), z_range=(0.0, 1.0)) -> Box:
+    """A 3-D box; faces ``left/right`` (x), ``front/back`` (y), ``bottom/top`` (z)."""
+    return Box(*(check_range(n, r) for n, r in
+                 (("x_range", x_range), ("y_range", y_range), ("z_range", z_range))))
+
+
+def disk(center=(0.0, 0.0), radius: float = 1.0) -> Disk:
+    """A disk; its boundary is the circle."""
+    return Disk(_check_point("center", center, 2), _check_positive("radius", radius))
+
+
+def ellipse(center=(0.0, 0.0), semi_axes=(1.0, 0.5)) -> Ellipse:
+    """An axis-aligned ellipse with semi-axes ``(a, b)`` along x and y."""
+    axes = np.asarray(semi_axes, dtype=np.float64)
+    if axes.shape != (2,) or not np.all(np.isfinite(axes)) or np.any(axes <= 0):
+        raise ValueError(f"`semi_axes` must be two positive numbers, got {semi_axes!r}.")
+    return Ellipse(_check_point("center", center, 2), axes)
+
+
+def ball(center=(0.0, 0.0, 0.0), radius: float = 1.0) -> Ball:
+    """A 3-D ball; its boundary is the sphere."""
+    return Ball(_check_point("center", center, 3), _check_positive("radius", radius))
+
+
+sphere = ball
+
+
+def polygon(vertices, side_names: tuple[str, ...] | None = None) -> Segments:
+    """A simple polygon (convex or not) given by its vertices in order.
+
+    Sides are named ``"side_0"``, ... (edge ``k`` joins vertex ``k`` to ``k + 1``) unless
+    ``side_names`` is given.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 2 or len(v) < 3 or not np.all(np.isfinite(v)):
+        raise ValueError(f"`vertices` must be a (K, 2) array of finite numbers with K >= 3, "
+                         f"got shape {np.shape(vertices)}.")
+    if side_names is not None and len(side_names) != len(v):
+        raise ValueError(f"`side_names` must name each of the {len(v)} sides, "
+                         f"got {len(side_names)} names.")
+    return Segments(v, tuple(side_names) if side_names else None)
+
+
+def lshape(size: float = 1.0) -> Segments:
+    """The L-shaped region ``(-size, size)^2`` without its upper-right quadrant."""
+    s = float(size)
+    if not s > 0:
+        raise ValueError(f"`size` must be positive, got {size!r}.")
+    return polygon([(-s, -s), (s, -s), (s, 0.0), (0.0, 0.0), (0.0, s), (-s, s)])
