@@ -63,6 +63,8 @@ class Geometry:
     acceptance: float = 1.0
     #: a tag carried by the whole boundary of this geometry (set with :meth:`named`)
     name: str | None = None
+    #: fixed interior points (a mesh's nodes or quadrature points) used instead of a sampler
+    fixed_interior: np.ndarray | None = None
 
     def describe(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -22,6 +22,8 @@ subtracted geometry) and, for space-time domains, ``"initial"``.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from scipy.stats import qmc
 
@@ -33,8 +35,11 @@ from jno_flax._geometry import BoundarySample, Geometry
 from jno_flax._pointset import PointSet, Variable
 from jno_flax._seed import default_seed
 
-__all__ = ["Domain", "from_geometry", "interval", "rect", "box", "disk", "ellipse", "ball",
-           "polygon", "lshape", "SAMPLERS"]
+__all__ = ["Domain", "from_geometry", "mesh", "interval", "rect", "box", "disk", "ellipse",
+           "ball", "polygon", "lshape", "SAMPLERS", "MESH_INTERIOR"]
+
+#: where the interior points of a mesh domain come from
+MESH_INTERIOR = ("random", "nodes", "quadrature")
 
 SAMPLERS = ("random", "grid", "sobol", "lhs")
 
@@ -186,6 +191,11 @@ class Domain:
     def _sample_interior(self, n: int, seed, with_time: bool = True) -> np.ndarray:
         geo = self.geometry
         timed = with_time and self.time is not None
+        if geo.fixed_interior is not None:
+            if timed:
+                raise ValueError("fixed interior points (a mesh's nodes or quadrature points) "
+                                 "cannot be combined with `time`; use interior='random'.")
+            return geo.fixed_interior
         if self.sampler == "grid":
             if not timed:
                 return geo.interior_grid(n)
@@ -251,6 +261,38 @@ def from_geometry(geometry: Geometry, *, n_interior: int = 1000, n_boundary: int
     return Domain(geometry, n_interior=n_interior, n_boundary=n_boundary, sampler=sampler,
                   seed=seed, time=time, n_initial=n_initial,
                   coord_names=("x", "y", "z")[:geometry.dim])
+
+
+def mesh(source, *, interior: str = "random", n_interior: int | None = None,
+         n_boundary: int = 200, sampler: str = "random", seed: int | None = None, time=None,
+         n_initial: int | None = None) -> Domain:
+    """A 2-D domain from a gmsh triangle mesh: a ``.msh`` file, or the ``gmsh`` module with a
+    meshed current model (needs the ``mesh`` extra: ``pip install 'jno_flax[mesh]'``).
+
+    Args:
+        source: path of a ``.msh`` file, or the ``gmsh`` module.
+        interior: ``"random"`` (``n_interior`` uniform points, default 1000), ``"nodes"`` (the
+            mesh nodes off the boundary) or ``"quadrature"`` (3 points per triangle).
+        n_boundary: points on the boundary edges, uniform in length.
+
+    Tags: ``"interior"``, ``"boundary"`` and one per physical group of dimension 1 (its name,
+    or ``"group_<tag>"``), with the outward normals of the edges.
+    """
+    from jno_flax._mesh import TriangleMesh, read_gmsh
+    if interior not in MESH_INTERIOR:
+        raise ValueError(f"`interior` must be one of {MESH_INTERIOR}, got {interior!r}.")
+    if interior != "random" and n_interior is not None:
+        raise ValueError(f"`n_interior` sets the count of random points; interior={interior!r} "
+                         f"uses the mesh's own points, got n_interior={n_interior!r}.")
+    name = f"{source!r}" if isinstance(source, (str, os.PathLike)) else "from gmsh"
+    geo = TriangleMesh(read_gmsh(source), name)
+    if interior != "random":
+        geo.fixed_interior = (geo.nodes_inside() if interior == "nodes"
+                              else geo.quadrature_points()[0])
+        n_interior = len(geo.fixed_interior)
+    return from_geometry(geo, n_interior=1000 if n_interior is None else n_interior,
+                         n_boundary=n_boundary, sampler=sampler, seed=seed, time=time,
+                         n_initial=n_initial)
 
 
 def interval(a: float, b: float, *, n_interior: int = 100, n_boundary: int = 2,

@@ -1,0 +1,142 @@
+"""Mesh domains from gmsh: reading, sampling, tags, normals, agreement with CSG, errors."""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import jno_flax as jno
+from jno_flax import geometry
+from jno_flax._sampling import uniform_points
+
+gmsh = pytest.importorskip("gmsh")
+
+HOLES = [(0.3, 0.3), (-0.3, 0.3), (0.3, -0.3), (-0.3, -0.3)]
+SIZE = 0.02  # mesh size: a chord of a hole strays at most SIZE**2 / (8 * 0.1) from its arc
+
+
+def plate_csg():
+    holes = geometry.disk(HOLES[0], 0.1)
+    for c in HOLES[1:]:
+        holes = holes | geometry.disk(c, 0.1)
+    return geometry.rect((-0.5, 0.5), (-0.5, 0.5)).named("outer") - holes
+
+
+@pytest.fixture(scope="module")
+def plate_msh(tmp_path_factory):
+    """The same plate built with gmsh's OpenCASCADE booleans, physical groups 'outer' and
+    'holes', meshed and written to a .msh file."""
+    path = tmp_path_factory.mktemp("mesh") / "plate.msh"
+    gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        occ = gmsh.model.occ
+        plate = occ.addRectangle(-0.5, -0.5, 0, 1, 1)
+        cut, _ = occ.cut([(2, plate)], [(2, occ.addDisk(x, y, 0, 0.1, 0.1)) for x, y in HOLES])
+        occ.synchronize()
+        outer, holes = [], []
+        for dim, tag in gmsh.model.getBoundary(cut, oriented=False):
+            x0, y0, _, x1, y1, _ = gmsh.model.getBoundingBox(dim, tag)
+            (outer if max(abs(x0), abs(y0), abs(x1), abs(y1)) > 0.49 else holes).append(tag)
+        gmsh.model.addPhysicalGroup(1, outer, name="outer")
+        gmsh.model.addPhysicalGroup(1, holes, name="holes")
+        gmsh.model.addPhysicalGroup(2, [t for _, t in cut], name="plate")
+        gmsh.option.setNumber("Mesh.MeshSizeMax", SIZE)
+        gmsh.model.mesh.generate(2)
+        gmsh.write(str(path))
+    finally:
+        gmsh.finalize()
+    return path
+
+
+def test_mesh_and_csg_agree(plate_msh):
+    shape = plate_csg()
+    mesh = jno.domain.mesh(plate_msh, n_interior=4000, n_boundary=4000, seed=0)
+    csg = jno.domain.from_geometry(shape, n_interior=16, n_boundary=16, seed=0)
+    assert mesh.tags == ("interior", "boundary", "outer", "holes")
+    exact_area = 1 - 4 * np.pi * 0.01
+    assert mesh.geometry.measure == pytest.approx(exact_area, rel=2e-3)
+    assert shape.measure == pytest.approx(exact_area, rel=5e-3)
+    geo = mesh.geometry
+    assert geo.boundary_length("outer") == pytest.approx(4.0, rel=1e-12)
+    # chords of length h short a circle of radius r by about (h / r)^2 / 24 of its length
+    assert geo.boundary_length("holes") == pytest.approx(0.8 * np.pi, rel=(SIZE / 0.1)**2 / 16)
+    assert geo.boundary_length() == pytest.approx(
+        geo.boundary_length("outer") + geo.boundary_length("holes"), rel=1e-12)
+    with pytest.raises(ValueError, match=r"'inlet' is not a boundary tag.*\['outer', 'holes'\]"):
+        geo.boundary_length("inlet")
+    # boundary points on the CSG boundary (to the chords' sagitta) with the same normals
+    sagitta = SIZE**2 / 0.8
+    b, n = mesh.points("boundary"), mesh.normals("boundary")
+    assert np.abs(shape.signed_distance(b)).max() < 1.5 * sagitta
+    outer = mesh.points("outer")
+    np.testing.assert_allclose(np.abs(outer).max(axis=1), 0.5, atol=1e-12)
+    holes, hn = mesh.points("holes"), mesh.normals("holes")
+    centre = np.array(HOLES)[np.argmin([np.hypot(*(holes - c).T) for c in HOLES], axis=0)]
+    radial = (centre - holes) / np.linalg.norm(centre - holes, axis=1, keepdims=True)
+    assert np.sum(hn * radial, axis=1).min() > np.cos(1.5 * SIZE / 0.1)  # within one chord
+    # both give the holes the same share of the boundary points
+    share = len(holes) / 4000
+    p = 0.8 * np.pi / (4 + 0.8 * np.pi)
+    assert abs(share - p) < 4 * np.sqrt(p * (1 - p) / 4000)
+    assert {"outer", "holes"} <= set(csg.tags)
+    # interior points lie in the CSG region (up to the sagitta next to the holes), uniformly
+    inner = mesh.points("interior")
+    assert shape.signed_distance(inner).min() > -sagitta
+    q = (0.25 - np.pi * 0.01) / exact_area
+    got = ((inner[:, 0] > 0) & (inner[:, 1] > 0)).mean()
+    assert abs(got - q) < 4 * np.sqrt(q * (1 - q) / 4000)
+
+
+def test_mesh_nodes_and_quadrature_points(plate_msh):
+    nodes = jno.domain.mesh(plate_msh, interior="nodes", n_boundary=64)
+    pts = nodes.points("interior")
+    geo = nodes.geometry
+    assert len(pts) == len(geo.nodes) - len(geo.starts)  # one boundary node per boundary edge
+    assert (geo.signed_distance(pts) > 0).all()
+    quad = jno.domain.mesh(plate_msh, interior="quadrature", n_boundary=64)
+    q, w = quad.geometry.quadrature_points()
+    assert len(quad.points("interior")) == 3 * len(geo.triangles)
+    assert w.sum() == pytest.approx(geo.measure, rel=1e-12)
+    # the rule is exact for quadratics: the integral of x^2 over the mesh
+    exact = (1 / 12) - sum(np.pi * 0.1**4 / 4 + np.pi * 0.01 * cx**2 for cx, _ in HOLES)
+    assert float(np.sum(w * q[:, 0] ** 2)) == pytest.approx(exact, rel=5e-3)
+
+
+def test_mesh_from_the_current_model_and_in_step_draws(plate_msh):
+    gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.open(str(plate_msh))
+        dom = jno.domain.mesh(gmsh, n_interior=32, n_boundary=32, seed=0)
+    finally:
+        gmsh.finalize()
+    pts = np.asarray(jax.jit(lambda k: uniform_points(dom.pointset("interior"), k, 8000))(
+        jax.random.PRNGKey(0)))
+    assert (dom.geometry.signed_distance(pts) > -1e-9).all()
+    q = (0.25 - np.pi * 0.01) / dom.geometry.measure
+    got = ((pts[:, 0] > 0) & (pts[:, 1] > 0)).mean()
+    assert abs(got - q) < 4 * np.sqrt(q * (1 - q) / 8000)
+
+
+def test_mesh_errors(plate_msh, tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match=r"`source` '.*nope.msh' is not a file"):
+        jno.domain.mesh(tmp_path / "nope.msh")
+    bad = tmp_path / "bad.msh"
+    bad.write_text("solid cube\n")
+    with pytest.raises(ValueError, match=r"cannot be read as a mesh: it is not a gmsh .msh"):
+        jno.domain.mesh(bad)
+    with pytest.raises(ValueError, match=r"available tags: .*'outer', 'holes'"):
+        jno.domain.mesh(plate_msh, n_boundary=16).variable("inlet")
+    with pytest.raises(ValueError, match=r"`n_interior` sets the count of random points"):
+        jno.domain.mesh(plate_msh, interior="nodes", n_interior=10)
+    with pytest.raises(ValueError, match=r"`interior` must be one of"):
+        jno.domain.mesh(plate_msh, interior="centroids")
+    with pytest.raises(TypeError, match=r"`source` must be a path to a .msh file"):
+        jno.domain.mesh(42)
+    monkeypatch.setitem(sys.modules, "gmsh", None)
+    with pytest.raises(ImportError, match=r"pip install 'jno_flax\[mesh\]'"):
+        jno.domain.mesh(plate_msh)
