@@ -109,8 +109,8 @@ class TriangleMesh(Geometry):
         self.nodes, self.triangles = data.nodes, data.triangles
         self._description = description
         a, b, c = (self.nodes[self.triangles[:, k]] for k in range(3))
-        cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
-        self.areas = 0.5 * np.abs(cross)
+        (ux, uy), (vx, vy) = (b - a).T, (c - a).T
+        self.areas = 0.5 * np.abs(ux * vy - uy * vx)
         self._cells_cum = np.cumsum(self.areas) / self.areas.sum()
         self._boundary_edges()
         self.lengths = np.linalg.norm(self.ends - self.starts, axis=1)
@@ -238,8 +238,8 @@ class TriangleMesh(Geometry):
         return BoundarySample(pts, self.edge_normals[edge], self._edge_tags[edge])
 
     def boundary(self, u):
-        edge = np.searchsorted(self._edges_cum, u[:, 0], side="right").clip(0, len(self.lengths) - 1)
-        return self._on_edges(edge, u[:, 1])
+        edge = np.searchsorted(self._edges_cum, u[:, 0], side="right")
+        return self._on_edges(edge.clip(0, len(self.lengths) - 1), u[:, 1])
 
     @property
     def boundary_dims(self) -> int:

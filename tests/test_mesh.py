@@ -72,8 +72,12 @@ def test_mesh_and_csg_agree(plate_msh):
     sagitta = SIZE**2 / 0.8
     b, n = mesh.points("boundary"), mesh.normals("boundary")
     assert np.abs(shape.signed_distance(b)).max() < 1.5 * sagitta
-    outer = mesh.points("outer")
+    np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0, rtol=1e-12)
+    outer, on = mesh.points("outer"), mesh.normals("outer")
     np.testing.assert_allclose(np.abs(outer).max(axis=1), 0.5, atol=1e-12)
+    side = np.argmax(np.abs(outer), axis=1)  # the normal is the axis of the side, outward
+    rows = np.arange(len(on))
+    np.testing.assert_allclose(on[rows, side], np.sign(outer[rows, side]))
     holes, hn = mesh.points("holes"), mesh.normals("holes")
     centre = np.array(HOLES)[np.argmin([np.hypot(*(holes - c).T) for c in HOLES], axis=0)]
     radial = (centre - holes) / np.linalg.norm(centre - holes, axis=1, keepdims=True)
