@@ -11,7 +11,11 @@ not merged: such operands are not supported.
 Signed distances combine as ``max`` (union), ``min`` (intersection) and
 ``min(d_a, -d_b)`` (difference). The result is exact outside a union and inside an
 intersection; elsewhere it is a bound: zero exactly on the boundary, of the right sign, and
-never larger in magnitude than the true distance.
+never larger in magnitude than the true distance. It has kinks where the nearest operand
+changes; :meth:`Boolean.smooth_distance` combines with R-functions instead
+(``a + b ± sqrt(a² + b²)``, Rvachev; Sukumar & Srivastava 2022), smooth inside, zero on the
+boundary with unit normal derivative away from corners: the distance to use in
+``u = g + d * net``, whose Laplacian must not see kinks.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from typing import Callable
 import numpy as np
 from scipy.stats import qmc
 
-from jno_flax._geometry import BoundarySample, Geometry, _unique, box_grid, object_array
+from jno_flax._geometry import (BoundarySample, Geometry, _unique, box_grid, object_array,
+                                r_and, r_or)
 
 #: quasi-random points of the bounding box used to estimate a boolean's area
 AREA_SAMPLES = 1 << 16
@@ -131,6 +136,15 @@ class Boolean(Geometry):
         if self.op == "intersection":
             return xp.minimum(da, db)
         return xp.minimum(da, -db)
+
+    def smooth_distance(self, p, xp=np):
+        """R-functions of the operands' smooth distances: ``a + b ± |(a, b)|``."""
+        da, db = self.a.smooth_distance(p, xp), self.b.smooth_distance(p, xp)
+        if self.op == "union":
+            return r_or(da, db, xp)
+        if self.op == "intersection":
+            return r_and(da, db, xp)
+        return r_and(da, -db, xp)
 
     def interior(self, u):
         return self.lo + u[:, :self.dim] * (self.hi - self.lo)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jno_flax._geometry import (BoundarySample, Geometry, _midpoints, box_distance, box_grid,
-                                safe_norm)
+                                box_smooth_distance, safe_norm)
 
 
 class Segments(Geometry):
@@ -109,6 +109,9 @@ class Rect(Segments):
     def signed_distance(self, p, xp=np):
         return box_distance(p, self.lo, self.hi, xp)
 
+    def smooth_distance(self, p, xp=np):
+        return box_smooth_distance(p, self.lo, self.hi, xp)
+
 
 class Interval(Geometry):
     dim = 1
@@ -143,6 +146,9 @@ class Interval(Geometry):
 
     def signed_distance(self, p, xp=np):
         return box_distance(p, [self.a], [self.b], xp)
+
+    def smooth_distance(self, p, xp=np):
+        return box_smooth_distance(p, [self.a], [self.b], xp)
 
     def boundary(self, u):
         right = u[:, 0] >= 0.5
@@ -301,6 +307,9 @@ class Box(Geometry):
 
     def signed_distance(self, p, xp=np):
         return box_distance(p, self.lo, self.hi, xp)
+
+    def smooth_distance(self, p, xp=np):
+        return box_smooth_distance(p, self.lo, self.hi, xp)
 
     def _face_areas(self):
         ext = self.hi - self.lo

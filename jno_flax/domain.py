@@ -130,26 +130,15 @@ class Domain:
                              f"the tags {list(self.geometry.tag_names)}.")
         return ps.data_fields("normal")
 
-    def signed_distance(self, *coords) -> Expr:
+    def signed_distance(self, *coords, smooth: bool = False) -> Expr:
         """The geometry's signed distance at the given spatial coordinates, as an expression
-        (positive inside, zero on the boundary; differentiable).
+        (positive inside, zero on the boundary; differentiable); see
+        :meth:`jno_flax.geometry.Geometry.distance`.
 
-        ``u = g + dom.signed_distance(x, y) * net(x, y)`` equals ``g`` on the boundary.
-        For booleans the distance is a bound (:mod:`jno_flax._csg`): zero exactly on the
-        boundary, positive inside.
+        ``u = g + dom.signed_distance(x, y, smooth=True) * net(x, y)`` equals ``g`` on the
+        boundary.
         """
-        import jax.numpy as jnp
-
-        from jno_flax.numpy import function
-        geo = self.geometry
-        if len(coords) != geo.dim:
-            raise ValueError(f"`signed_distance` takes the {geo.dim} spatial coordinates of "
-                             f"{geo.describe()}, got {len(coords)} arguments.")
-
-        def distance(*values):
-            return geo.signed_distance(jnp.concatenate(values)[None, :], jnp)
-
-        return function(distance, list(coords), name="signed_distance")
+        return self.geometry.distance(*coords, smooth=smooth)
 
     def points(self, tag: str = "interior") -> np.ndarray:
         """The ``(N, dim)`` coordinates of a tag."""

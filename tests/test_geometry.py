@@ -271,3 +271,29 @@ def test_bad_shapes_and_names():
     dom = jno.domain.from_geometry(plate_with_holes(), n_interior=8, n_boundary=8, seed=0)
     with pytest.raises(ValueError, match=r"takes the 2 spatial coordinates"):
         dom.signed_distance(*dom.variable("interior"), 1.0)
+
+
+def test_smooth_distance_vanishes_on_the_boundary_with_unit_slope_and_no_kinks():
+    shape = plate_with_holes()
+    dom = jno.domain.from_geometry(shape, n_interior=500, n_boundary=2000, seed=4)
+    b, n = dom.points("boundary"), dom.normals("boundary")
+    smooth = lambda p: shape.smooth_distance(p, jnp)  # noqa: E731
+    np.testing.assert_allclose(np.asarray(smooth(jnp.asarray(b))), 0.0, atol=1e-6)  # float32
+    assert (np.asarray(smooth(jnp.asarray(dom.points("interior")))) > 0).all()
+    # away from the plate's corners the gradient is minus the outward normal
+    grad = np.asarray(jax.vmap(jax.grad(lambda q: smooth(q[None])[0]))(jnp.asarray(b)))
+    away = np.min(np.abs(np.abs(b) - 0.5), axis=1) > 0.05
+    np.testing.assert_allclose(grad[away], -n[away], atol=1e-5)
+    # the exact distance of the plate kinks on its diagonal; the smooth one does not
+    eps = 1e-4
+    across = jnp.array([[0.45, 0.45 - eps], [0.45, 0.45 + eps]])  # nearest: two sides
+    g_exact = np.asarray(jax.vmap(jax.grad(lambda q: shape.signed_distance(q[None], jnp)[0]))(
+        across))
+    g_smooth = np.asarray(jax.vmap(jax.grad(lambda q: smooth(q[None])[0]))(across))
+    assert np.abs(g_exact[0] - g_exact[1]).max() > 0.5
+    assert np.abs(g_smooth[0] - g_smooth[1]).max() < 50 * eps  # a bounded second derivative
+    # as an expression: u = g + d * net equals g on every tag of the boundary
+    net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=8, depth=1, rngs=nnx.Rngs(2)), name="u_smooth")
+    xb, yb = dom.variable("holes")
+    u = 0.5 + dom.signed_distance(xb, yb, smooth=True) * net(xb, yb)
+    np.testing.assert_allclose(np.asarray(jno.core([u.mse]).eval(u)), 0.5, atol=1e-6)
