@@ -412,3 +412,73 @@ class Ball(Geometry):
         k = np.arange(n) + 0.5
         return self._on_sphere(self._directions(
             np.stack([k / n, (k * (np.sqrt(5.0) - 1.0) / 2.0) % 1.0], axis=1), np))
+
+
+class Hypercube(Geometry):
+    """An axis-aligned box in any dimension; its faces are tags ``x<i>_min``/``x<i>_max``."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+        self.dim = len(self.lo)
+        self.side_names = tuple(f"x{i}_{end}" for i in range(self.dim) for end in ("min", "max"))
+
+    def describe(self):
+        return "hypercube(" + ", ".join(f"({a:g}, {b:g})" for a, b in zip(self.lo, self.hi)) + ")"
+
+    @property
+    def bounds(self):
+        return self.lo, self.hi
+
+    @property
+    def measure(self) -> float:
+        return float(np.prod(self.hi - self.lo))
+
+    def _face_areas(self) -> np.ndarray:
+        ext = self.hi - self.lo
+        return np.repeat([np.prod(np.delete(ext, k)) for k in range(self.dim)], 2)
+
+    @property
+    def boundary_measure(self) -> float:
+        return float(self._face_areas().sum())
+
+    def interior(self, u):
+        return self.lo + u[:, :self.dim] * (self.hi - self.lo)
+
+    def interior_jax(self, u):
+        return (jnp.asarray(self.lo, u.dtype)
+                + u[:, :self.dim] * jnp.asarray(self.hi - self.lo, u.dtype))
+
+    def interior_grid(self, n):
+        return box_grid(self.lo, self.hi, n)
+
+    def signed_distance(self, p, xp=np):
+        return box_distance(p, self.lo, self.hi, xp)
+
+    def smooth_distance(self, p, xp=np):
+        return box_smooth_distance(p, self.lo, self.hi, xp)
+
+    @property
+    def boundary_dims(self) -> int:
+        return self.dim
+
+    def _on_faces(self, face, rest) -> BoundarySample:
+        axis, upper = face // 2, face % 2 == 1
+        pts = self.lo + rest * (self.hi - self.lo)
+        rows = np.arange(len(face))
+        pts[rows, axis] = np.where(upper, self.hi[axis], self.lo[axis])
+        normals = np.zeros_like(pts)
+        normals[rows, axis] = np.where(upper, 1.0, -1.0)
+        return BoundarySample(pts, normals, np.asarray(self.side_names, dtype=object)[face])
+
+    def boundary(self, u):
+        cum = np.concatenate([[0.0], np.cumsum(self._face_areas())])
+        cum /= cum[-1]
+        face = np.searchsorted(cum, u[:, 0], side="right").clip(1, 2 * self.dim) - 1
+        # u[:, 0] within its face's share is uniform again: it places the last coordinate
+        # (the one along the face's axis is overwritten)
+        within = (u[:, :1] - cum[face, None]) / (cum[face + 1, None] - cum[face, None])
+        return self._on_faces(face, np.concatenate([u[:, 1:], within], axis=1))
+
+    def boundary_grid(self, n):
+        raise ValueError("a hypercube has no boundary grid sampler; use 'random', 'sobol' or "
+                         "'lhs'.")

@@ -243,13 +243,19 @@ def from_geometry(geometry: Geometry, *, n_interior: int = 1000, n_boundary: int
                   sampler: str = "random", seed: int | None = None, time=None,
                   n_initial: int | None = None) -> Domain:
     """A domain of any geometry of :mod:`jno_flax.geometry` (booleans included); coordinates
-    ``x``, ``y``, ``z`` by dimension (and ``t`` last with ``time=(t0, t1)``)."""
+    ``x``, ``y``, ``z`` by dimension, ``x0, x1, ...`` above three (and ``t`` last with
+    ``time=(t0, t1)``)."""
     if not isinstance(geometry, Geometry):
         raise TypeError(f"`geometry` must be a geometry of jno_flax.geometry (rect, disk, "
                         f"their booleans, ...), got {type(geometry).__name__}: {geometry!r}.")
     return Domain(geometry, n_interior=n_interior, n_boundary=n_boundary, sampler=sampler,
                   seed=seed, time=time, n_initial=n_initial,
-                  coord_names=("x", "y", "z")[:geometry.dim])
+                  coord_names=coordinate_names(geometry.dim))
+
+
+def coordinate_names(dim: int) -> tuple[str, ...]:
+    """``x``, ``y``, ``z`` up to three dimensions, else ``x0``, ``x1``, ..."""
+    return ("x", "y", "z")[:dim] if dim <= 3 else tuple(f"x{i}" for i in range(dim))
 
 
 def mesh(source, *, interior: str = "random", n_interior: int | None = None,

@@ -23,10 +23,10 @@ import numpy as np
 
 from jno_flax._csg import Boolean
 from jno_flax._geometry import Geometry
-from jno_flax._shapes import Ball, Box, Disk, Ellipse, Interval, Rect, Segments
+from jno_flax._shapes import Ball, Box, Disk, Ellipse, Hypercube, Interval, Rect, Segments
 
 __all__ = ["Geometry", "Boolean", "interval", "rect", "box", "disk", "ellipse", "ball",
-           "sphere", "polygon", "lshape", "check_range"]
+           "sphere", "hypercube", "polygon", "lshape", "check_range"]
 
 
 def check_range(arg: str, value) -> tuple[float, float]:
@@ -90,6 +90,21 @@ def ball(center=(0.0, 0.0, 0.0), radius: float = 1.0) -> Ball:
 
 
 sphere = ball
+
+
+def hypercube(ranges) -> Hypercube:
+    """An axis-aligned box in any dimension, from one ``(low, high)`` per axis; faces are
+    tags ``"x0_min"``, ``"x0_max"``, ``"x1_min"``, ...
+
+    >>> from jno_flax import geometry
+    >>> geometry.hypercube([(0, 1)] * 5).measure
+    1.0
+    """
+    if not isinstance(ranges, (list, tuple)) or not ranges:
+        raise ValueError(f"`ranges` must be a list of (low, high) pairs, one per axis, got "
+                         f"{ranges!r}.")
+    pairs = [check_range(f"ranges[{i}]", r) for i, r in enumerate(ranges)]
+    return Hypercube([a for a, _ in pairs], [b for _, b in pairs])
 
 
 def polygon(vertices, side_names: tuple[str, ...] | None = None) -> Segments:

@@ -297,3 +297,22 @@ def test_smooth_distance_vanishes_on_the_boundary_with_unit_slope_and_no_kinks()
     xb, yb = dom.variable("holes")
     u = 0.5 + dom.signed_distance(xb, yb, smooth=True) * net(xb, yb)
     np.testing.assert_allclose(np.asarray(jno.core([u.mse]).eval(u)), 0.5, atol=1e-6)
+
+
+def test_hypercube_in_five_dimensions():
+    dom = jno.domain.from_geometry(geometry.hypercube([(0, 1)] * 4 + [(0, 2)]),
+                                   n_interior=2000, n_boundary=20000, seed=0)
+    assert dom.coord_names == ("x0", "x1", "x2", "x3", "x4")
+    b, n = dom.points("boundary"), dom.normals("boundary")
+    assert np.abs(dom.geometry.signed_distance(b)).max() < 1e-12
+    assert not dom.geometry.contains(b + 1e-3 * n).any()
+    # the faces normal to x4 have area 1, the other eight area 2: shares 1/18 and 2/18
+    for tag, p in [("x4_max", 1 / 18), ("x0_min", 2 / 18)]:
+        assert abs(len(dom.points(tag)) / 20000 - p) < 4 * np.sqrt(p * (1 - p) / 20000), tag
+    # on every face the free coordinates are uniform (mean 1/2 of their range)
+    face = dom.points("x0_min")
+    np.testing.assert_allclose(face[:, 1:4].mean(axis=0), 0.5, atol=4 * np.sqrt(1 / 12 / len(face)))
+    assert abs(face[:, 4].mean() - 1.0) < 4 * np.sqrt(4 / 12 / len(face))
+    assert dom.geometry.measure == 2.0 and len(dom.variable("interior")) == 5
+    with pytest.raises(ValueError, match=r"`ranges\[1\]` must be a non-empty range"):
+        geometry.hypercube([(0, 1), (1, 1)])
