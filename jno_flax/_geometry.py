@@ -65,6 +65,8 @@ class Geometry:
     name: str | None = None
     #: fixed interior points (a mesh's nodes or quadrature points) used instead of a sampler
     fixed_interior: np.ndarray | None = None
+    #: whether the geometry has a boundary to sample (a set of points has none)
+    has_boundary: bool = True
 
     def describe(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -35,8 +35,8 @@ from jno_flax._geometry import BoundarySample, Geometry
 from jno_flax._pointset import PointSet, Variable
 from jno_flax._seed import default_seed
 
-__all__ = ["Domain", "from_geometry", "mesh", "interval", "rect", "box", "disk", "ellipse",
-           "ball", "polygon", "lshape", "SAMPLERS", "MESH_INTERIOR"]
+__all__ = ["Domain", "from_geometry", "mesh", "points", "interval", "rect", "box", "disk",
+           "ellipse", "ball", "polygon", "lshape", "SAMPLERS", "MESH_INTERIOR"]
 
 #: where the interior points of a mesh domain come from
 MESH_INTERIOR = ("random", "nodes", "quadrature")
@@ -82,15 +82,21 @@ class Domain:
                  n_initial: int | None = None, coord_names: tuple[str, ...]):
         self.geometry = geometry
         self.n_interior = positive_int("n_interior", n_interior)
-        self.n_boundary = positive_int("n_boundary", n_boundary)
+        if geometry.has_boundary:
+            self.n_boundary = positive_int("n_boundary", n_boundary)
+        elif n_boundary != 0:
+            raise ValueError(f"{geometry.describe()} have no boundary; `n_boundary` must be 0, "
+                             f"got {n_boundary!r}.")
+        else:
+            self.n_boundary = 0
         if sampler not in SAMPLERS:
             raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}.")
         self.sampler, self.seed = sampler, default_seed(seed)
         self.time = None if time is None else _geo.check_range("time", time)
         if n_initial is not None and self.time is None:
             raise ValueError("`n_initial` needs a space-time domain; pass `time=(t0, t1)` too.")
-        self.n_initial = positive_int("n_initial", n_initial if n_initial is not None
-                                      else n_boundary)
+        self.n_initial = (positive_int("n_initial", n_initial if n_initial is not None
+                                       else n_boundary) if self.time is not None else 0)
         self.coord_names = coord_names + (("t",) if self.time is not None else ())
         self._sets: dict[str, PointSet] = {}
         self._sample()
@@ -158,6 +164,8 @@ class Domain:
         geo, t = self.geometry, self.time
         interior = self._sample_interior(self.n_interior, seq[0])
         self._add("interior", interior)
+        if not geo.has_boundary:
+            return
         bnd = self._sample_boundary(self.n_boundary, seq[1])
         self._add("boundary", bnd.points, bnd.normals)
         for tag in geo.tag_names:
@@ -251,6 +259,29 @@ def from_geometry(geometry: Geometry, *, n_interior: int = 1000, n_boundary: int
     return Domain(geometry, n_interior=n_interior, n_boundary=n_boundary, sampler=sampler,
                   seed=seed, time=time, n_initial=n_initial,
                   coord_names=coordinate_names(geometry.dim))
+
+
+def points(array, *, coord_names: tuple[str, ...] | None = None) -> Domain:
+    """A fixed set of points as a domain with the one tag ``"interior"``: data or sensor
+    locations, or a point a value is pinned at.
+
+    >>> corner = jno.domain.points([[0.0, 0.0]])
+    >>> x0, y0 = corner.variable("interior")
+
+    Args:
+        array: ``(N, D)`` coordinates.
+        coord_names: names of the columns (default ``x``, ``y``, ``z`` / ``x0, x1, ...``).
+    """
+    from jno_flax._shapes import Points
+    pts = np.asarray(array, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[0] < 1 or pts.shape[1] < 1 or not np.all(np.isfinite(pts)):
+        raise ValueError(f"`array` must be an (N, D) array of finite numbers with N, D >= 1, "
+                         f"got shape {np.shape(array)}.")
+    names = coordinate_names(pts.shape[1]) if coord_names is None else tuple(coord_names)
+    if len(names) != pts.shape[1]:
+        raise ValueError(f"`coord_names` must name each of the {pts.shape[1]} columns, got "
+                         f"{names!r}.")
+    return Domain(Points(pts), n_interior=len(pts), n_boundary=0, coord_names=names)
 
 
 def coordinate_names(dim: int) -> tuple[str, ...]:
