@@ -26,8 +26,8 @@ from typing import Callable
 import numpy as np
 from scipy.stats import qmc
 
-from jno_flax._geometry import (BoundarySample, Geometry, _unique, box_grid, object_array,
-                                r_and, r_or)
+from jno_flax._geometry import (BoundarySample, BoxMapped, Geometry, _unique, box_grid,
+                                object_array, r_and, r_or)
 
 #: quasi-random points of the bounding box used to estimate a boolean's area
 AREA_SAMPLES = 1 << 16
@@ -78,7 +78,7 @@ def parts(geo: Geometry) -> list[Part]:
     return [Part(p.leaf, p.flip, p.tags + own, p.conditions) for p in out]
 
 
-class Boolean(Geometry):
+class Boolean(BoxMapped, Geometry):
     """``a - b``, ``a | b`` or ``a & b`` of two geometries of the same dimension."""
 
     def __init__(self, op: str, a: Geometry, b: Geometry):
@@ -145,14 +145,6 @@ class Boolean(Geometry):
         if self.op == "intersection":
             return r_and(da, db, xp)
         return r_and(da, -db, xp)
-
-    def interior(self, u):
-        return self.lo + u[:, :self.dim] * (self.hi - self.lo)
-
-    def interior_jax(self, u):
-        import jax.numpy as jnp
-        return (jnp.asarray(self.lo, u.dtype)
-                + u[:, :self.dim] * jnp.asarray(self.hi - self.lo, u.dtype))
 
     def interior_grid(self, n):
         pts = box_grid(self.lo, self.hi, int(np.ceil(n / self.acceptance)))

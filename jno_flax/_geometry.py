@@ -216,6 +216,22 @@ class Geometry:
         return f"<Geometry {self.describe()}>"
 
 
+class BoxMapped:
+    """Interior candidates from the bounding box: unit-cube samples mapped onto
+    ``(self.lo, self.hi)`` (the geometry's ``contains`` keeps those inside)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    dim: int
+
+    def interior(self, u):
+        return self.lo + u[:, :self.dim] * (self.hi - self.lo)
+
+    def interior_jax(self, u):
+        return (jnp.asarray(self.lo, u.dtype)
+                + u[:, :self.dim] * jnp.asarray(self.hi - self.lo, u.dtype))
+
+
 def _unique(names) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 

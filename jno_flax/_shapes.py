@@ -10,11 +10,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jno_flax._geometry import (BoundarySample, Geometry, _midpoints, box_distance, box_grid,
-                                box_smooth_distance, safe_norm)
+from jno_flax._geometry import (BoundarySample, BoxMapped, Geometry, _midpoints, box_distance,
+                                box_grid, box_smooth_distance, safe_norm)
 
 
-class Segments(Geometry):
+class Segments(BoxMapped, Geometry):
     """A 2-D region bounded by a closed polygon (convex or not)."""
 
     dim = 2
@@ -51,12 +51,6 @@ class Segments(Geometry):
     @property
     def boundary_measure(self) -> float:
         return float(self.lengths.sum())
-
-    def interior(self, u):
-        return self.lo + u[:, :2] * (self.hi - self.lo)
-
-    def interior_jax(self, u):
-        return jnp.asarray(self.lo, u.dtype) + u[:, :2] * jnp.asarray(self.hi - self.lo, u.dtype)
 
     def _inside(self, p, xp):
         """Crossing-number test (``p`` of shape ``(N, 2)``)."""
@@ -268,21 +262,16 @@ class Disk(Ellipse):
         return f"disk(center=({self.center[0]:g}, {self.center[1]:g}), radius={self.radius:g})"
 
 
-class Box(Geometry):
-    dim = 3
-    # (axis, low or high) for each face name
-    faces = {"left": (0, 0), "right": (0, 1), "front": (1, 0), "back": (1, 1),
-             "bottom": (2, 0), "top": (2, 1)}
-    side_names = tuple(faces)
+class Hypercube(BoxMapped, Geometry):
+    """An axis-aligned box in any dimension; its faces are tags ``x<i>_min``/``x<i>_max``."""
 
-    def __init__(self, x_range, y_range, z_range):
-        self.ranges = tuple((float(a), float(b)) for a, b in (x_range, y_range, z_range))
-        self.lo = np.array([r[0] for r in self.ranges])
-        self.hi = np.array([r[1] for r in self.ranges])
+    def __init__(self, lo, hi):
+        self.lo, self.hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+        self.dim = len(self.lo)
+        self.side_names = tuple(f"x{i}_{end}" for i in range(self.dim) for end in ("min", "max"))
 
     def describe(self):
-        return "box(" + ", ".join(f"{n}=({a:g}, {b:g})"
-                                  for n, (a, b) in zip("xyz", self.ranges)) + ")"
+        return "hypercube(" + ", ".join(f"({a:g}, {b:g})" for a, b in zip(self.lo, self.hi)) + ")"
 
     @property
     def bounds(self):
@@ -292,15 +281,13 @@ class Box(Geometry):
     def measure(self) -> float:
         return float(np.prod(self.hi - self.lo))
 
+    def _face_areas(self) -> np.ndarray:
+        ext = self.hi - self.lo
+        return np.repeat([np.prod(np.delete(ext, k)) for k in range(self.dim)], 2)
+
     @property
     def boundary_measure(self) -> float:
         return float(self._face_areas().sum())
-
-    def interior(self, u):
-        return self.lo + u[:, :3] * (self.hi - self.lo)
-
-    def interior_jax(self, u):
-        return jnp.asarray(self.lo, u.dtype) + u[:, :3] * jnp.asarray(self.hi - self.lo, u.dtype)
 
     def interior_grid(self, n):
         return box_grid(self.lo, self.hi, n)
@@ -311,9 +298,49 @@ class Box(Geometry):
     def smooth_distance(self, p, xp=np):
         return box_smooth_distance(p, self.lo, self.hi, xp)
 
-    def _face_areas(self):
-        ext = self.hi - self.lo
-        return np.array([np.prod(np.delete(ext, ax)) for ax, _ in self.faces.values()])
+    @property
+    def boundary_dims(self) -> int:
+        return self.dim
+
+    def _on_faces(self, face, rest) -> BoundarySample:
+        axis, upper = face // 2, face % 2 == 1
+        pts = self.lo + rest * (self.hi - self.lo)
+        rows = np.arange(len(face))
+        pts[rows, axis] = np.where(upper, self.hi[axis], self.lo[axis])
+        normals = np.zeros_like(pts)
+        normals[rows, axis] = np.where(upper, 1.0, -1.0)
+        return BoundarySample(pts, normals, np.asarray(self.side_names, dtype=object)[face])
+
+    def boundary(self, u):
+        cum = np.concatenate([[0.0], np.cumsum(self._face_areas())])
+        cum /= cum[-1]
+        face = np.searchsorted(cum, u[:, 0], side="right").clip(1, 2 * self.dim) - 1
+        # u[:, 0] within its face's share is uniform again: it places the last coordinate
+        # (the one along the face's axis is overwritten)
+        within = (u[:, :1] - cum[face, None]) / (cum[face + 1, None] - cum[face, None])
+        return self._on_faces(face, np.concatenate([u[:, 1:], within], axis=1))
+
+    def boundary_grid(self, n):
+        raise ValueError("a hypercube has no boundary grid sampler; use 'random', 'sobol' or "
+                         "'lhs'.")
+
+
+class Box(Hypercube):
+    """A 3-D box with named faces: ``left/right`` (x), ``front/back`` (y), ``bottom/top``
+    (z)."""
+
+    # (axis, low or high) for each face name, in the order of the hypercube's faces
+    faces = {"left": (0, 0), "right": (0, 1), "front": (1, 0), "back": (1, 1),
+             "bottom": (2, 0), "top": (2, 1)}
+
+    def __init__(self, x_range, y_range, z_range):
+        self.ranges = tuple((float(a), float(b)) for a, b in (x_range, y_range, z_range))
+        super().__init__([r[0] for r in self.ranges], [r[1] for r in self.ranges])
+        self.side_names = tuple(self.faces)
+
+    def describe(self):
+        return "box(" + ", ".join(f"{n}=({a:g}, {b:g})"
+                                  for n, (a, b) in zip("xyz", self.ranges)) + ")"
 
     def _on_faces(self, face_idx, uv):
         names = list(self.faces)
@@ -327,10 +354,6 @@ class Box(Geometry):
             pts[sel, others[1]] = self.lo[others[1]] + uv[sel, 1] * (self.hi - self.lo)[others[1]]
             normals[sel, ax] = 1.0 if hi else -1.0
         return BoundarySample(pts, normals, np.asarray(names, dtype=object)[face_idx])
-
-    @property
-    def boundary_dims(self) -> int:
-        return 3
 
     def boundary(self, u):
         cum = np.cumsum(self._face_areas())
@@ -412,76 +435,6 @@ class Ball(Geometry):
         k = np.arange(n) + 0.5
         return self._on_sphere(self._directions(
             np.stack([k / n, (k * (np.sqrt(5.0) - 1.0) / 2.0) % 1.0], axis=1), np))
-
-
-class Hypercube(Geometry):
-    """An axis-aligned box in any dimension; its faces are tags ``x<i>_min``/``x<i>_max``."""
-
-    def __init__(self, lo, hi):
-        self.lo, self.hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-        self.dim = len(self.lo)
-        self.side_names = tuple(f"x{i}_{end}" for i in range(self.dim) for end in ("min", "max"))
-
-    def describe(self):
-        return "hypercube(" + ", ".join(f"({a:g}, {b:g})" for a, b in zip(self.lo, self.hi)) + ")"
-
-    @property
-    def bounds(self):
-        return self.lo, self.hi
-
-    @property
-    def measure(self) -> float:
-        return float(np.prod(self.hi - self.lo))
-
-    def _face_areas(self) -> np.ndarray:
-        ext = self.hi - self.lo
-        return np.repeat([np.prod(np.delete(ext, k)) for k in range(self.dim)], 2)
-
-    @property
-    def boundary_measure(self) -> float:
-        return float(self._face_areas().sum())
-
-    def interior(self, u):
-        return self.lo + u[:, :self.dim] * (self.hi - self.lo)
-
-    def interior_jax(self, u):
-        return (jnp.asarray(self.lo, u.dtype)
-                + u[:, :self.dim] * jnp.asarray(self.hi - self.lo, u.dtype))
-
-    def interior_grid(self, n):
-        return box_grid(self.lo, self.hi, n)
-
-    def signed_distance(self, p, xp=np):
-        return box_distance(p, self.lo, self.hi, xp)
-
-    def smooth_distance(self, p, xp=np):
-        return box_smooth_distance(p, self.lo, self.hi, xp)
-
-    @property
-    def boundary_dims(self) -> int:
-        return self.dim
-
-    def _on_faces(self, face, rest) -> BoundarySample:
-        axis, upper = face // 2, face % 2 == 1
-        pts = self.lo + rest * (self.hi - self.lo)
-        rows = np.arange(len(face))
-        pts[rows, axis] = np.where(upper, self.hi[axis], self.lo[axis])
-        normals = np.zeros_like(pts)
-        normals[rows, axis] = np.where(upper, 1.0, -1.0)
-        return BoundarySample(pts, normals, np.asarray(self.side_names, dtype=object)[face])
-
-    def boundary(self, u):
-        cum = np.concatenate([[0.0], np.cumsum(self._face_areas())])
-        cum /= cum[-1]
-        face = np.searchsorted(cum, u[:, 0], side="right").clip(1, 2 * self.dim) - 1
-        # u[:, 0] within its face's share is uniform again: it places the last coordinate
-        # (the one along the face's axis is overwritten)
-        within = (u[:, :1] - cum[face, None]) / (cum[face + 1, None] - cum[face, None])
-        return self._on_faces(face, np.concatenate([u[:, 1:], within], axis=1))
-
-    def boundary_grid(self, n):
-        raise ValueError("a hypercube has no boundary grid sampler; use 'random', 'sobol' or "
-                         "'lhs'.")
 
 
 class Points(Geometry):

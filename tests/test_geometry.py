@@ -316,3 +316,48 @@ def test_hypercube_in_five_dimensions():
     assert dom.geometry.measure == 2.0 and len(dom.variable("interior")) == 5
     with pytest.raises(ValueError, match=r"`ranges\[1\]` must be a non-empty range"):
         geometry.hypercube([(0, 1), (1, 1)])
+
+
+def test_a_set_of_points_pins_a_value():
+    """A domain of fixed points joins the problem like any other: here u(0, 0) = 2 is pinned
+    while u matches x + y on a square."""
+    corner = jno.domain.points([[0.0, 0.0]])
+    assert corner.tags == ("interior",) and corner.points().tolist() == [[0.0, 0.0]]
+    square = jno.domain.rect(n_interior=64, n_boundary=8, seed=0)
+    x, y = square.variable("interior")
+    x0, y0 = corner.variable("interior")
+    net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=16, depth=2, rngs=nnx.Rngs(0)), name="u_pin")
+    import optax
+    net.optimizer(optax.adam(1e-2))
+    crux = jno.core([(net(x, y) - x - y - 1.0).mse, (net(x0, y0) - 2.0).mse.name("pin")])
+    before = float(np.asarray(crux.eval(net(x0, y0)))[0, 0, 0])
+    crux.solve(300, logger=False, enable_progress_bar=False)
+    after = float(np.asarray(crux.eval(net(x0, y0)))[0, 0, 0])
+    assert abs(after - 2.0) < 0.1 < abs(before - 2.0)
+    with pytest.raises(ValueError, match=r"`array` must be an \(N, D\) array"):
+        jno.domain.points([1.0, 2.0])
+    with pytest.raises(ValueError, match=r"`coord_names` must name each of the 2 columns"):
+        jno.domain.points([[1.0, 2.0]], coord_names=("x",))
+    with pytest.raises(ValueError, match=r"have no region"):
+        corner.geometry.signed_distance(np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("strategy", ["uniform", "rad"])
+def test_resampling_in_the_step_stays_in_a_boolean_region(strategy):
+    """ResamplePoints on the plate with holes: the new points are drawn by rejection inside
+    the compiled step (the geometry's JAX contains), all inside the region."""
+    from jno_flax.callbacks import ResamplePoints
+    from jno_flax.trainers import Trainer
+    shape = plate_with_holes()
+    dom = jno.domain.from_geometry(shape, n_interior=128, n_boundary=64, seed=0)
+    x, y = dom.variable("interior")
+    net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=8, depth=1, rngs=nnx.Rngs(0)), name="u_rs")
+    residual = net(x, y).laplacian(x, y) + 1.0
+    crux = jno.core([residual.mse, net(*dom.variable("boundary")).mse])
+    cb = ResamplePoints(residual if strategy == "rad" else x, every_n_train_steps=3,
+                        strategy=strategy)
+    Trainer(max_steps=7, callbacks=[cb], logger=False, enable_progress_bar=False,
+            enable_model_summary=False).fit(crux)
+    points = np.asarray(crux.state.extras["points_0"])
+    assert points.shape == (128, 2) and shape.contains(points).all()
+    assert not np.isin(points, dom.points("interior").astype(points.dtype)).all(axis=1).all()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 import jno_flax as jno
-from jno_flax import geometry
 from jno_flax._sampling import uniform_points
 
 gmsh = pytest.importorskip("gmsh")
@@ -19,33 +21,30 @@ SIZE = 0.02  # mesh size: a chord of a hole strays at most SIZE**2 / (8 * 0.1) f
 
 
 def plate_csg():
-    holes = geometry.disk(HOLES[0], 0.1)
-    for c in HOLES[1:]:
-        holes = holes | geometry.disk(c, 0.1)
-    return geometry.rect((-0.5, 0.5), (-0.5, 0.5)).named("outer") - holes
+    square, holes = _bench().plate()
+    return square - holes
+
+
+@functools.lru_cache(maxsize=None)
+def _bench():
+    """bench/pinnacle.py, whose plate_gmsh builds the plate with gmsh's OpenCASCADE booleans
+    and physical groups 'outer' and 'holes'."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "pinnacle.py"
+    spec = importlib.util.spec_from_file_location("pinnacle_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pinnacle_bench"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
 def plate_msh(tmp_path_factory):
-    """The same plate built with gmsh's OpenCASCADE booleans, physical groups 'outer' and
-    'holes', meshed and written to a .msh file."""
+    """The plate meshed by gmsh and written to a .msh file."""
     path = tmp_path_factory.mktemp("mesh") / "plate.msh"
     gmsh.initialize(interruptible=False)
     try:
         gmsh.option.setNumber("General.Terminal", 0)
-        occ = gmsh.model.occ
-        plate = occ.addRectangle(-0.5, -0.5, 0, 1, 1)
-        cut, _ = occ.cut([(2, plate)], [(2, occ.addDisk(x, y, 0, 0.1, 0.1)) for x, y in HOLES])
-        occ.synchronize()
-        outer, holes = [], []
-        for dim, tag in gmsh.model.getBoundary(cut, oriented=False):
-            x0, y0, _, x1, y1, _ = gmsh.model.getBoundingBox(dim, tag)
-            (outer if max(abs(x0), abs(y0), abs(x1), abs(y1)) > 0.49 else holes).append(tag)
-        gmsh.model.addPhysicalGroup(1, outer, name="outer")
-        gmsh.model.addPhysicalGroup(1, holes, name="holes")
-        gmsh.model.addPhysicalGroup(2, [t for _, t in cut], name="plate")
-        gmsh.option.setNumber("Mesh.MeshSizeMax", SIZE)
-        gmsh.model.mesh.generate(2)
+        _bench().plate_gmsh(SIZE)
         gmsh.write(str(path))
     finally:
         gmsh.finalize()
