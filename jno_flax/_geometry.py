@@ -67,6 +67,9 @@ class Geometry:
     fixed_interior: np.ndarray | None = None
     #: whether the geometry has a boundary to sample (a set of points has none)
     has_boundary: bool = True
+    #: whether :meth:`interior` maps the unit cube into the interior, so that its points need
+    #: no :meth:`contains` test (a mesh: its map picks points inside the cells)
+    interior_map_inside: bool = False
 
     def describe(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,14 +1,16 @@
-"""Triangle meshes as geometries, read from gmsh (a ``.msh`` file or the current model).
+"""Simplex meshes (triangles in 2-D, tetrahedra in 3-D) as geometries, read from gmsh.
 
-The interior is the union of the triangles. Interior points are drawn uniformly (a triangle
-chosen in proportion to its area, then a uniform point in it), or taken from the mesh nodes
-or the cells' quadrature points. The boundary is the set of edges that belong to one
-triangle only; each has the outward normal pointing away from its triangle. Physical groups
-of dimension 1 become boundary tags (their name, or ``"group_<tag>"`` when unnamed).
+The interior is the union of the cells. Interior points are drawn uniformly (a cell chosen in
+proportion to its size, then barycentric weights from a flat Dirichlet law, uniform in the
+cell), or taken from the mesh nodes or the cells' quadrature points. The boundary is the set
+of facets (edges in 2-D, triangles in 3-D) that belong to one cell only; each has the outward
+normal pointing away from its cell. Physical groups of dimension ``dim - 1`` become boundary
+tags (their name, or ``"group_<tag>"`` when unnamed).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -17,9 +19,12 @@ import numpy as np
 
 from jno_flax._geometry import BoundarySample, Geometry, object_array, safe_norm
 
-#: gmsh element types of 3-node triangles and 2-node lines (higher orders use their corners)
-_TRIANGLES = {2: 3, 9: 6, 21: 10}
-_LINES = {1: 2, 8: 3, 26: 4}
+#: gmsh element types -> nodes per element, by dimension (higher orders use their corners)
+_CELLS = {1: {1: 2, 8: 3, 26: 4}, 2: {2: 3, 9: 6, 21: 10}, 3: {4: 4, 11: 10, 29: 20}}
+#: quadrature rules exact for quadratics: barycentric points (weights equal)
+_QUADRATURE = {2: np.array([[2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]]),
+               3: np.full((4, 4), 0.1381966011250105) + np.eye(4) * (0.5854101966249685
+                                                                     - 0.1381966011250105)}
 
 
 def import_gmsh():
@@ -33,9 +38,9 @@ def import_gmsh():
 
 @dataclass
 class MeshData:
-    nodes: np.ndarray                  # (V, 2)
-    triangles: np.ndarray              # (T, 3) node indices
-    groups: dict[str, set[tuple[int, int]]]  # boundary tag -> sorted node pairs
+    nodes: np.ndarray                            # (V, dim)
+    cells: np.ndarray                            # (C, dim + 1) node indices
+    groups: dict[str, set[tuple[int, ...]]]      # boundary tag -> sorted facet node tuples
 
 
 def read_gmsh(source) -> MeshData:
@@ -74,82 +79,107 @@ def read_gmsh(source) -> MeshData:
 def _read_model(gmsh, what: str) -> MeshData:
     tags, coords, _ = gmsh.model.mesh.getNodes()
     index = {int(t): i for i, t in enumerate(tags)}
-    nodes = np.asarray(coords, dtype=np.float64).reshape(-1, 3)[:, :2]
-    triangles = []
-    types, _, node_tags = gmsh.model.mesh.getElements(2)
+    dim = next((d for d in (3, 2) if _corners(gmsh, d, None, index)), None)
+    if dim is None:
+        raise ValueError(f"{what} has no triangles or tetrahedra: mesh it first "
+                         "(gmsh.model.mesh.generate(2) or (3)).")
+    nodes = np.asarray(coords, dtype=np.float64).reshape(-1, 3)[:, :dim]
+    groups: dict[str, set[tuple[int, ...]]] = {}
+    for gdim, tag in gmsh.model.getPhysicalGroups(dim - 1):
+        name = gmsh.model.getPhysicalName(gdim, tag) or f"group_{tag}"
+        facets = groups.setdefault(name, set())
+        for entity in gmsh.model.getEntitiesForPhysicalGroup(gdim, tag):
+            for block in _corners(gmsh, dim - 1, int(entity), index):
+                facets.update(tuple(sorted(f)) for f in block.tolist())
+    return MeshData(nodes, np.concatenate(_corners(gmsh, dim, None, index)), groups)
+
+
+def _corners(gmsh, dim: int, entity, index) -> list[np.ndarray]:
+    """The corner node indices of the simplices of dimension ``dim`` (of one entity)."""
+    types, _, node_tags = gmsh.model.mesh.getElements(dim, -1 if entity is None else entity)
+    out = []
     for kind, nt in zip(types, node_tags):
-        if int(kind) in _TRIANGLES:
-            per = _TRIANGLES[int(kind)]
-            corners = np.asarray(nt, dtype=np.int64).reshape(-1, per)[:, :3]
-            triangles.append(np.vectorize(index.__getitem__)(corners))
-    if not triangles:
-        raise ValueError(f"{what} has no triangles: mesh it in 2-D "
-                         "(gmsh.model.mesh.generate(2)); 3-D meshes are not supported.")
-    groups: dict[str, set[tuple[int, int]]] = {}
-    for dim, tag in gmsh.model.getPhysicalGroups(1):
-        name = gmsh.model.getPhysicalName(dim, tag) or f"group_{tag}"
-        pairs = groups.setdefault(name, set())
-        for entity in gmsh.model.getEntitiesForPhysicalGroup(dim, tag):
-            etypes, _, enodes = gmsh.model.mesh.getElements(1, int(entity))
-            for kind, nt in zip(etypes, enodes):
-                per = _LINES.get(int(kind))
-                if per is None:
-                    continue
-                ends = np.asarray(nt, dtype=np.int64).reshape(-1, per)[:, :2]
-                pairs.update(tuple(sorted((index[int(a)], index[int(b)]))) for a, b in ends)
-    return MeshData(nodes, np.concatenate(triangles), groups)
+        per = _CELLS[dim].get(int(kind))
+        if per is not None:
+            corners = np.asarray(nt, dtype=np.int64).reshape(-1, per)[:, :dim + 1]
+            out.append(np.vectorize(index.__getitem__)(corners))
+    return out
 
 
-class TriangleMesh(Geometry):
-    """A 2-D region given by triangles (see the module docstring)."""
+def _simplex_measure(vertices: np.ndarray) -> np.ndarray:
+    """Sizes of ``(M, k + 1, D)`` simplices of dimension ``k`` (length, area, volume)."""
+    edges = vertices[:, 1:] - vertices[:, :1]
+    gram = np.einsum("mid,mjd->mij", edges, edges)
+    k = edges.shape[1]
+    return np.sqrt(np.clip(np.linalg.det(gram), 0.0, None)) / math.factorial(k)
 
-    dim = 2
+
+def _uniform_in_simplices(u, vertices, cum, xp):
+    """Points uniform in simplices chosen in proportion to size: ``u[:, 0]`` picks the
+    simplex, ``u[:, 1:k + 2]`` give flat-Dirichlet barycentric weights."""
+    which = xp.clip(xp.searchsorted(cum, u[:, 0], side="right"), 0, len(cum) - 1)
+    k1 = vertices.shape[1]
+    e = -xp.log1p(-u[:, 1:1 + k1])                   # exponential draws
+    w = e / xp.sum(e, axis=1, keepdims=True)
+    return xp.einsum("nk,nkd->nd", w, xp.asarray(vertices, u.dtype)[which]), which
+
+
+class SimplexMesh(Geometry):
+    """A 2-D region of triangles or a 3-D region of tetrahedra (see the module docstring)."""
+
+    interior_map_inside = True
 
     def __init__(self, data: MeshData, description: str):
-        self.nodes, self.triangles = data.nodes, data.triangles
+        self.nodes, self.cells = data.nodes, data.cells
+        self.dim = self.nodes.shape[1]
         self._description = description
-        a, b, c = (self.nodes[self.triangles[:, k]] for k in range(3))
-        (ux, uy), (vx, vy) = (b - a).T, (c - a).T
-        self.areas = 0.5 * np.abs(ux * vy - uy * vx)
-        self._cells_cum = np.cumsum(self.areas) / self.areas.sum()
-        self._boundary_edges()
-        self.lengths = np.linalg.norm(self.ends - self.starts, axis=1)
-        self._edges_cum = np.cumsum(self.lengths) / self.lengths.sum()
-        self._edge_tags = self._tags_of_edges(data.groups)
+        self.volumes = _simplex_measure(self.nodes[self.cells])
+        self._cells_cum = np.cumsum(self.volumes) / self.volumes.sum()
+        self._boundary_facets()
+        self.facet_sizes = _simplex_measure(self.nodes[self.facets])
+        self._facets_cum = np.cumsum(self.facet_sizes) / self.facet_sizes.sum()
+        self._facet_tags = self._tags_of_facets(data.groups)
         self.side_names = tuple(name for name in data.groups if name in self._present)
         self.lo, self.hi = self.nodes.min(axis=0), self.nodes.max(axis=0)
 
-    def _boundary_edges(self) -> None:
-        """Edges of one triangle only, oriented with the triangle on their left."""
-        t = self.triangles
-        edges = np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
-        opposite = np.concatenate([t[:, 2], t[:, 0], t[:, 1]])
-        key = np.sort(edges, axis=1)
-        _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    def _boundary_facets(self) -> None:
+        """Facets of one cell only, ordered so that their normal points out of the cell."""
+        c, d = self.cells, self.dim
+        drop = [[j for j in range(d + 1) if j != k] for k in range(d + 1)]
+        facets = np.concatenate([c[:, f] for f in drop])
+        apex = np.concatenate([c[:, k] for k in range(d + 1)])
+        _, inverse, counts = np.unique(np.sort(facets, axis=1), axis=0, return_inverse=True,
+                                       return_counts=True)
         once = counts[inverse.ravel()] == 1
-        e, o = edges[once], opposite[once]
-        start, end, apex = self.nodes[e[:, 0]], self.nodes[e[:, 1]], self.nodes[o]
-        d = end - start
-        normal = np.stack([d[:, 1], -d[:, 0]], axis=1)
-        flip = np.sum(normal * (apex - start), axis=1) > 0  # must point away from the apex
-        normal[flip] *= -1
-        self.starts, self.ends = start, end
-        self.edge_normals = normal / np.linalg.norm(normal, axis=1, keepdims=True)
-        self._edge_keys = [tuple(k) for k in np.sort(e, axis=1)]
+        facets, apex = facets[once], apex[once]
+        normal = self._raw_normals(self.nodes[facets])
+        inward = np.sum(normal * (self.nodes[apex] - self.nodes[facets[:, 0]]), axis=1) > 0
+        facets[inward] = facets[inward][:, ::-1]      # reversed order: the normal flips
+        normal[inward] *= -1
+        self.facets = facets
+        self.facet_normals = normal / np.linalg.norm(normal, axis=1, keepdims=True)
+        self._facet_keys = [tuple(k) for k in np.sort(facets, axis=1).tolist()]
 
-    def _tags_of_edges(self, groups) -> np.ndarray:
-        names = [[] for _ in self._edge_keys]
+    def _raw_normals(self, v: np.ndarray) -> np.ndarray:
+        if self.dim == 2:
+            e = v[:, 1] - v[:, 0]
+            return np.stack([e[:, 1], -e[:, 0]], axis=1)
+        return np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+
+    def _tags_of_facets(self, groups) -> np.ndarray:
+        names = [[] for _ in self._facet_keys]
         self._present = set()
-        for name, pairs in groups.items():
-            for i, key in enumerate(self._edge_keys):
-                if key in pairs:
+        for name, keys in groups.items():
+            for i, key in enumerate(self._facet_keys):
+                if key in keys:
                     names[i].append(name)
                     self._present.add(name)
         return object_array([tuple(n) for n in names])
 
     def describe(self) -> str:
-        return (f"mesh {self._description} ({len(self.triangles)} triangles, "
-                f"{len(self.starts)} boundary edges)")
+        kind = "triangles" if self.dim == 2 else "tetrahedra"
+        return (f"mesh {self._description} ({len(self.cells)} {kind}, {len(self.facets)} "
+                "boundary facets)")
 
     @property
     def bounds(self):
@@ -157,97 +187,121 @@ class TriangleMesh(Geometry):
 
     @property
     def measure(self) -> float:
-        return float(self.areas.sum())
+        return float(self.volumes.sum())
 
     @property
     def boundary_measure(self) -> float:
-        return float(self.lengths.sum())
+        return float(self.facet_sizes.sum())
 
     # ------------------------------------------------------------------ interior
     @property
     def interior_dims(self) -> int:
-        return 3  # which triangle, then two barycentric draws
-
-    def _in_cells(self, u, xp, cum):
-        cell = xp.clip(xp.searchsorted(cum, u[:, 0], side="right"), 0, len(self.areas) - 1)
-        s, r = xp.sqrt(u[:, 1:2]), u[:, 2:3]
-        tri = xp.asarray(self.nodes, u.dtype)[xp.asarray(self.triangles)[cell]]
-        return (1 - s) * tri[:, 0] + s * (1 - r) * tri[:, 1] + s * r * tri[:, 2]
+        return self.dim + 2  # which cell, then dim + 1 barycentric draws
 
     def interior(self, u):
-        return self._in_cells(u, np, self._cells_cum)
+        return _uniform_in_simplices(u, self.nodes[self.cells], self._cells_cum, np)[0]
 
     def interior_jax(self, u):
-        return self._in_cells(u, jnp, jnp.asarray(self._cells_cum, u.dtype))
+        return _uniform_in_simplices(u, self.nodes[self.cells],
+                                     jnp.asarray(self._cells_cum, u.dtype), jnp)[0]
 
     def contains(self, p):
-        # points drawn in the triangles are inside; elsewhere the crossing test decides
         return self.signed_distance(np.asarray(p, dtype=np.float64)) > 0
 
     def contains_jax(self, p):
-        return jnp.ones(p.shape[:1], bool)
+        return jnp.ones(p.shape[:1], bool)  # the map of the unit cube is onto the cells
 
     def interior_grid(self, n):
         raise ValueError("a mesh domain has no grid sampler; use interior='nodes' or "
                          "'quadrature' for the mesh's own points.")
 
     def nodes_inside(self) -> np.ndarray:
-        """The mesh nodes that are not on the boundary."""
-        on_boundary = np.unique(np.concatenate([self._edge_index(k) for k in (0, 1)]))
-        keep = np.ones(len(self.nodes), bool)
-        keep[on_boundary] = False
-        keep[np.setdiff1d(np.arange(len(self.nodes)), np.unique(self.triangles))] = False
+        """The mesh nodes of some cell that are not on the boundary."""
+        keep = np.zeros(len(self.nodes), bool)
+        keep[np.unique(self.cells)] = True
+        keep[np.unique(self.facets)] = False
         return self.nodes[keep]
 
-    def _edge_index(self, k):
-        return np.array([key[k] for key in self._edge_keys], dtype=np.int64)
-
     def quadrature_points(self) -> tuple[np.ndarray, np.ndarray]:
-        """The points and weights of a 3-point rule (exact for quadratics) on every cell."""
-        tri = self.nodes[self.triangles]
-        bary = np.array([[2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]])
-        pts = np.einsum("qk,tkd->tqd", bary, tri).reshape(-1, 2)
-        return pts, np.repeat(self.areas / 3.0, 3)
+        """The points and weights of a rule exact for quadratics on every cell (3 points per
+        triangle, 4 per tetrahedron)."""
+        bary = _QUADRATURE[self.dim]
+        pts = np.einsum("qk,ckd->cqd", bary, self.nodes[self.cells]).reshape(-1, self.dim)
+        return pts, np.repeat(self.volumes / len(bary), len(bary))
 
     # ------------------------------------------------------------------ boundary
-    def signed_distance(self, p, xp=np):
-        a, ab = self.starts, self.ends - self.starts
-        rel = p[:, None, :] - a[None]
-        t = xp.clip(xp.sum(rel * ab, -1) / np.sum(ab * ab, -1), 0.0, 1.0)
-        dist = xp.min(safe_norm(rel - t[..., None] * ab, xp), axis=1)
-        x, y = p[:, 0:1], p[:, 1:2]
-        y0, y1 = self.starts[:, 1], self.ends[:, 1]
-        crosses = (y0 > y) != (y1 > y)
-        dy = np.where(y1 == y0, 1.0, y1 - y0)
-        xc = self.starts[:, 0] + (y - y0) * (self.ends[:, 0] - self.starts[:, 0]) / dy
-        inside = xp.sum(crosses & (x < xc), axis=1) % 2 == 1
-        return xp.where(inside, dist, -dist)
-
     def boundary_length(self, tag: str | None = None) -> float:
-        """Length of the boundary edges carrying ``tag`` (all of them by default)."""
+        """Size (length in 2-D, area in 3-D) of the boundary facets carrying ``tag`` (all of
+        them by default)."""
         if tag is None:
             return self.boundary_measure
         if tag not in self.side_names:
             raise ValueError(f"`tag` {tag!r} is not a boundary tag of {self.describe()}; its "
-                             f"physical groups of dimension 1: {list(self.side_names)}.")
-        return float(sum(length for length, names in zip(self.lengths, self._edge_tags)
+                             f"physical groups of dimension {self.dim - 1}: "
+                             f"{list(self.side_names)}.")
+        return float(sum(size for size, names in zip(self.facet_sizes, self._facet_tags)
                          if tag in names))
 
-    def _on_edges(self, edge, frac) -> BoundarySample:
-        pts = self.starts[edge] + frac[:, None] * (self.ends[edge] - self.starts[edge])
-        return BoundarySample(pts, self.edge_normals[edge], self._edge_tags[edge])
-
-    def boundary(self, u):
-        edge = np.searchsorted(self._edges_cum, u[:, 0], side="right")
-        return self._on_edges(edge.clip(0, len(self.lengths) - 1), u[:, 1])
+    def signed_distance(self, p, xp=np):
+        v = self.nodes[self.facets]
+        if self.dim == 2:
+            dist = xp.min(_segment_distance(p[:, None, :], v[:, 0], v[:, 1], xp), axis=1)
+            inside = _crossings(p, v[:, 0], v[:, 1], xp)
+        else:
+            dist = xp.min(_triangle_distance(p[:, None, :], v[:, 0], v[:, 1], v[:, 2], xp),
+                          axis=1)
+            inside = xp.abs(_winding(p[:, None, :], v[:, 0], v[:, 1], v[:, 2], xp)) > 0.5
+        return xp.where(inside, dist, -dist)
 
     @property
     def boundary_dims(self) -> int:
-        return 2
+        return self.dim + 1  # which facet, then dim barycentric draws
+
+    def boundary(self, u):
+        pts, which = _uniform_in_simplices(u, self.nodes[self.facets], self._facets_cum, np)
+        return BoundarySample(pts, self.facet_normals[which], self._facet_tags[which])
 
     def boundary_grid(self, n):
         raise ValueError("a mesh domain has no grid sampler for its boundary; use "
                          "sampler='random', 'sobol' or 'lhs'.")
 
-    def edge_midpoints(self) -> BoundarySample:
-        return self._on_edges(np.arange(len(self.lengths)), np.full(len(self.lengths), 0.5))
+
+def _segment_distance(p, a, b, xp):
+    ab = b - a
+    t = xp.clip(xp.sum((p - a) * ab, -1) / np.sum(ab * ab, -1), 0.0, 1.0)
+    return safe_norm(p - a - t[..., None] * ab, xp)
+
+
+def _crossings(p, a, b, xp):
+    """Crossing-number test of ``(N, 2)`` points against closed polylines of segments."""
+    x, y = p[:, 0:1], p[:, 1:2]
+    crosses = (a[:, 1] > y) != (b[:, 1] > y)
+    dy = np.where(b[:, 1] == a[:, 1], 1.0, b[:, 1] - a[:, 1])
+    xc = a[:, 0] + (y - a[:, 1]) * (b[:, 0] - a[:, 0]) / dy
+    return xp.sum(crosses & (x < xc), axis=1) % 2 == 1
+
+
+def _triangle_distance(p, a, b, c, xp):
+    """Distance from ``(N, 1, 3)`` points to ``(F, 3)``-vertex triangles: to the plane where
+    the projection falls inside, else to the nearest edge."""
+    n = np.cross(b - a, c - a)
+    n = n / np.linalg.norm(n, axis=1, keepdims=True)
+    height = xp.sum((p - a) * n, -1)
+    q = p - height[..., None] * n
+    inside = ((xp.sum(xp.cross(b - a, q - a) * n, -1) >= 0)
+              & (xp.sum(xp.cross(c - b, q - b) * n, -1) >= 0)
+              & (xp.sum(xp.cross(a - c, q - c) * n, -1) >= 0))
+    edges = xp.minimum(xp.minimum(_segment_distance(p, a, b, xp), _segment_distance(p, b, c, xp)),
+                       _segment_distance(p, c, a, xp))
+    return xp.where(inside, xp.abs(height), edges)
+
+
+def _winding(p, a, b, c, xp):
+    """Winding number of closed triangulated surfaces around ``(N, 1, 3)`` points (the sum of
+    the triangles' solid angles over 4π; Van Oosterom & Strackee 1983)."""
+    ra, rb, rc = a - p, b - p, c - p
+    la, lb, lc = (xp.sqrt(xp.sum(r * r, -1)) for r in (ra, rb, rc))
+    num = xp.sum(ra * xp.cross(rb, rc), -1)
+    den = (la * lb * lc + xp.sum(ra * rb, -1) * lc + xp.sum(ra * rc, -1) * lb
+           + xp.sum(rb * rc, -1) * la)
+    return xp.sum(2.0 * xp.arctan2(num, den), axis=1) / (4 * np.pi)

@@ -206,7 +206,7 @@ class Domain:
             m = max(2 * (n - have), int(np.ceil(1.2 * (n - have) / geo.acceptance)), 16)
             u = draws.draw(m)
             pts = geo.interior(u[:, :geo.interior_dims])
-            keep = geo.contains(pts)
+            keep = np.ones(len(pts), bool) if geo.interior_map_inside else geo.contains(pts)
             pts = pts[keep]
             if timed:
                 t0, t1 = self.time
@@ -292,26 +292,28 @@ def coordinate_names(dim: int) -> tuple[str, ...]:
 def mesh(source, *, interior: str = "random", n_interior: int | None = None,
          n_boundary: int = 200, sampler: str = "random", seed: int | None = None, time=None,
          n_initial: int | None = None) -> Domain:
-    """A 2-D domain from a gmsh triangle mesh: a ``.msh`` file, or the ``gmsh`` module with a
-    meshed current model (needs the ``mesh`` extra: ``pip install 'jno_flax[mesh]'``).
+    """A domain from a gmsh mesh of triangles (2-D) or tetrahedra (3-D): a ``.msh`` file, or
+    the ``gmsh`` module with a meshed current model (needs the ``mesh`` extra:
+    ``pip install 'jno_flax[mesh]'``).
 
     Args:
         source: path of a ``.msh`` file, or the ``gmsh`` module.
         interior: ``"random"`` (``n_interior`` uniform points, default 1000), ``"nodes"`` (the
-            mesh nodes off the boundary) or ``"quadrature"`` (3 points per triangle).
-        n_boundary: points on the boundary edges, uniform in length.
+            mesh nodes off the boundary) or ``"quadrature"`` (3 points per triangle, 4 per
+            tetrahedron).
+        n_boundary: points on the boundary facets, uniform in length (area in 3-D).
 
-    Tags: ``"interior"``, ``"boundary"`` and one per physical group of dimension 1 (its name,
-    or ``"group_<tag>"``), with the outward normals of the edges.
+    Tags: ``"interior"``, ``"boundary"`` and one per physical group of dimension ``dim - 1``
+    (its name, or ``"group_<tag>"``), with the outward normals of the facets.
     """
-    from jno_flax._mesh import TriangleMesh, read_gmsh
+    from jno_flax._mesh import SimplexMesh, read_gmsh
     if interior not in MESH_INTERIOR:
         raise ValueError(f"`interior` must be one of {MESH_INTERIOR}, got {interior!r}.")
     if interior != "random" and n_interior is not None:
         raise ValueError(f"`n_interior` sets the count of random points; interior={interior!r} "
                          f"uses the mesh's own points, got n_interior={n_interior!r}.")
     name = f"{source!r}" if isinstance(source, (str, os.PathLike)) else "from gmsh"
-    geo = TriangleMesh(read_gmsh(source), name)
+    geo = SimplexMesh(read_gmsh(source), name)
     if interior != "random":
         geo.fixed_interior = (geo.nodes_inside() if interior == "nodes"
                               else geo.quadrature_points()[0])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import jno_flax as jno
+from jno_flax import geometry
 from jno_flax._sampling import uniform_points
 
 gmsh = pytest.importorskip("gmsh")
@@ -98,11 +99,11 @@ def test_mesh_nodes_and_quadrature_points(plate_msh):
     nodes = jno.domain.mesh(plate_msh, interior="nodes", n_boundary=64)
     pts = nodes.points("interior")
     geo = nodes.geometry
-    assert len(pts) == len(geo.nodes) - len(geo.starts)  # one boundary node per boundary edge
+    assert len(pts) == len(geo.nodes) - len(geo.facets)  # one boundary node per boundary edge
     assert (geo.signed_distance(pts) > 0).all()
     quad = jno.domain.mesh(plate_msh, interior="quadrature", n_boundary=64)
     q, w = quad.geometry.quadrature_points()
-    assert len(quad.points("interior")) == 3 * len(geo.triangles)
+    assert len(quad.points("interior")) == 3 * len(geo.cells)
     assert w.sum() == pytest.approx(geo.measure, rel=1e-12)
     # the rule is exact for quadratics: the integral of x^2 over the mesh
     exact = (1 / 12) - sum(np.pi * 0.1**4 / 4 + np.pi * 0.01 * cx**2 for cx, _ in HOLES)
@@ -123,6 +124,54 @@ def test_mesh_from_the_current_model_and_in_step_draws(plate_msh):
     q = (0.25 - np.pi * 0.01) / dom.geometry.measure
     got = ((pts[:, 0] > 0) & (pts[:, 1] > 0)).mean()
     assert abs(got - q) < 4 * np.sqrt(q * (1 - q) / 8000)
+
+
+def test_a_tetrahedral_mesh_agrees_with_csg(tmp_path):
+    """A unit cube minus a ball of radius 0.25, built with gmsh's booleans and meshed with
+    tetrahedra: volume, sphere area, normals, distances and tags against the CSG solid."""
+    path = tmp_path / "cavity.msh"
+    gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        occ = gmsh.model.occ
+        cut, _ = occ.cut([(3, occ.addBox(0, 0, 0, 1, 1, 1))],
+                         [(3, occ.addSphere(0.5, 0.5, 0.5, 0.25))])
+        occ.synchronize()
+        faces = gmsh.model.getBoundary(cut, oriented=False)
+        sphere = [t for d, t in faces if gmsh.model.getType(d, t) == "Sphere"]
+        gmsh.model.addPhysicalGroup(2, [t for _, t in faces if t not in sphere], name="walls")
+        gmsh.model.addPhysicalGroup(2, sphere, name="cavity")
+        gmsh.model.addPhysicalGroup(3, [t for _, t in cut], name="solid")
+        gmsh.option.setNumber("Mesh.MeshSizeMax", 0.08)
+        gmsh.model.mesh.generate(3)
+        gmsh.write(str(path))
+    finally:
+        gmsh.finalize()
+    dom = jno.domain.mesh(path, n_interior=3000, n_boundary=3000, seed=0)
+    solid = geometry.box((0, 1), (0, 1), (0, 1)) - geometry.ball((0.5, 0.5, 0.5), 0.25)
+    geo = dom.geometry
+    assert dom.tags == ("interior", "boundary", "walls", "cavity")
+    # flat facets inscribed in the sphere: errors of order (h / r)^2
+    assert geo.measure == pytest.approx(1 - 4 / 3 * np.pi * 0.25**3, rel=3e-3)
+    assert geo.boundary_length("walls") == pytest.approx(6.0, rel=1e-12)
+    assert geo.boundary_length("cavity") == pytest.approx(4 * np.pi * 0.25**2, rel=0.03)
+    b, n = dom.points("cavity"), dom.normals("cavity")
+    radial = (0.5 - b) / np.linalg.norm(0.5 - b, axis=1, keepdims=True)   # out of the solid
+    assert np.sum(n * radial, axis=1).min() > 0.95
+    assert np.abs(solid.signed_distance(dom.points("boundary"))).max() < 0.02
+    walls, wn = dom.points("walls"), dom.normals("walls")
+    side = np.argmax(np.abs(wn), axis=1)
+    rows = np.arange(len(wn))
+    np.testing.assert_allclose(wn[rows, side], np.where(walls[rows, side] > 0.5, 1.0, -1.0))
+    inner = dom.points("interior")
+    assert solid.signed_distance(inner).min() > -0.02
+    # the mesh's own signed distance: sign by winding number, size to the nearest facet
+    probes = np.array([[0.5, 0.5, 0.5], [0.5, 0.5, 0.9], [0.1, 0.1, 0.1], [0.5, 0.5, 1.2]])
+    np.testing.assert_allclose(geo.signed_distance(probes), solid.signed_distance(probes),
+                               atol=0.01)
+    np.testing.assert_array_equal(geo.contains(probes), [False, True, True, False])
+    q, w = geo.quadrature_points()
+    assert len(q) == 4 * len(geo.cells) and w.sum() == pytest.approx(geo.measure, rel=1e-12)
 
 
 def test_mesh_errors(plate_msh, tmp_path, monkeypatch):
