@@ -158,11 +158,15 @@ class Boolean(BoxMapped, Geometry):
     @property
     def boundary_measure(self) -> float:
         """Length (area in 3-D) of the composite boundary, estimated by sampling."""
+        return self._kept_fraction() * self._leaf_measure()
+
+    def _kept_fraction(self) -> float:
+        """The fraction of the primitives' boundary samples that bound the result."""
         if self._boundary_fraction is None:
             u = np.random.default_rng(0).random((AREA_SAMPLES, self.boundary_dims))
             kept = ~np.isnan(self._draw_parts(u, parts(self)).points[:, 0])
             self._boundary_fraction = float(kept.mean())
-        return self._boundary_fraction * self._leaf_measure()
+        return self._boundary_fraction
 
     def _leaf_measure(self) -> float:
         return float(sum(p.leaf.boundary_measure for p in parts(self)))
@@ -193,8 +197,9 @@ class Boolean(BoxMapped, Geometry):
         width = self.boundary_dims
         got: list[tuple[BoundarySample, np.ndarray]] = []
         have = tried = 0
+        kept = max(self._kept_fraction(), 1e-3)
         for _ in range(MAX_ROUNDS):
-            m = max(2 * (n - have), 64)
+            m = max(int(np.ceil(1.2 * (n - have) / kept)), 2 * (n - have), 64)
             u = draw(m, width + extra)
             b = self._draw_parts(u, all_parts)
             ok = ~np.isnan(b.points[:, 0])
@@ -218,8 +223,8 @@ class Boolean(BoxMapped, Geometry):
             "a boolean's boundary points are drawn by rejection: use sample_boundary")
 
     def boundary_grid(self, n: int) -> BoundarySample:
-        """About ``n`` points: each primitive's boundary grid, kept where it bounds the
-        result (each part's grid is refined by the fraction of it that is kept)."""
+        """About ``n`` points: each primitive's boundary grid, at the spacing of ``n`` points
+        over the composite boundary, kept where it bounds the result."""
         all_parts = parts(self)
         total = self.boundary_measure
         out = []

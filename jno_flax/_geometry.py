@@ -291,3 +291,26 @@ def box_smooth_distance(p, lo, hi, xp):
         for face in (p[..., k] - lo[k], hi[k] - p[..., k]):
             out = face if out is None else r_and(out, face, xp)
     return out
+
+
+class Points(Geometry):
+    """A fixed set of points (data, sensors, a pinned point): no region and no boundary."""
+
+    has_boundary = False
+
+    def __init__(self, points: np.ndarray):
+        self.fixed_interior = points
+        self.dim = points.shape[1]
+
+    def describe(self):
+        return f"{len(self.fixed_interior)} fixed points in {self.dim}-D"
+
+    @property
+    def bounds(self):
+        return self.fixed_interior.min(axis=0), self.fixed_interior.max(axis=0)
+
+    def _no_region(self, *_args, **_kwargs):
+        raise ValueError(f"{self.describe()} have no region: no distance, containment or new "
+                         "points (build a geometry with jno_flax.geometry for those).")
+
+    signed_distance = contains = interior = interior_jax = _no_region

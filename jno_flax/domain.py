@@ -272,7 +272,7 @@ def points(array, *, coord_names: tuple[str, ...] | None = None) -> Domain:
         array: ``(N, D)`` coordinates.
         coord_names: names of the columns (default ``x``, ``y``, ``z`` / ``x0, x1, ...``).
     """
-    from jno_flax._shapes import Points
+    from jno_flax._geometry import Points
     pts = np.asarray(array, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[0] < 1 or pts.shape[1] < 1 or not np.all(np.isfinite(pts)):
         raise ValueError(f"`array` must be an (N, D) array of finite numbers with N, D >= 1, "

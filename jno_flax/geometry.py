@@ -23,7 +23,8 @@ import numpy as np
 
 from jno_flax._csg import Boolean
 from jno_flax._geometry import Geometry
-from jno_flax._shapes import Ball, Box, Disk, Ellipse, Hypercube, Interval, Rect, Segments
+from jno_flax._polytopes import Box, Hypercube, Interval, Rect, Segments
+from jno_flax._round_shapes import Ball, Disk, Ellipse
 
 __all__ = ["Geometry", "Boolean", "interval", "rect", "box", "disk", "ellipse", "ball",
            "sphere", "hypercube", "polygon", "lshape", "check_range"]
