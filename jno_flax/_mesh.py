@@ -59,13 +59,17 @@ def read_gmsh(source) -> MeshData:
         started = not gmsh.isInitialized()
         if started:
             gmsh.initialize(interruptible=False)
-        gmsh.option.setNumber("General.Terminal", 0)
+            gmsh.option.setNumber("General.Terminal", 0)
+        previous, models = gmsh.model.getCurrent(), len(gmsh.model.list())
         try:
             gmsh.open(path)
             return _read_model(gmsh, path)
         finally:
             if started:
                 gmsh.finalize()
+            elif len(gmsh.model.list()) > models:  # leave the user's model current
+                gmsh.model.remove()
+                gmsh.model.setCurrent(previous)
     if source is gmsh or source is getattr(gmsh, "model", None):
         if not gmsh.isInitialized():
             raise ValueError("`source` is the gmsh module but gmsh is not initialized: build "

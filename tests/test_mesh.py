@@ -115,9 +115,14 @@ def test_mesh_from_the_current_model_and_in_step_draws(plate_msh):
     try:
         gmsh.option.setNumber("General.Terminal", 0)
         gmsh.open(str(plate_msh))
+        mine = gmsh.model.getCurrent()
         dom = jno.domain.mesh(gmsh, n_interior=32, n_boundary=32, seed=0)
+        # reading a file while gmsh runs leaves the user's model current and unchanged
+        from_file = jno.domain.mesh(plate_msh, n_interior=32, n_boundary=32, seed=0)
+        assert gmsh.model.getCurrent() == mine and gmsh.model.list() == [mine]
     finally:
         gmsh.finalize()
+    np.testing.assert_array_equal(from_file.points("boundary"), dom.points("boundary"))
     pts = np.asarray(jax.jit(lambda k: uniform_points(dom.pointset("interior"), k, 8000))(
         jax.random.PRNGKey(0)))
     assert (dom.geometry.signed_distance(pts) > -1e-9).all()
