@@ -250,11 +250,17 @@ def test_a_difference_that_leaves_nothing_is_an_error():
 def test_a_sampler_that_cannot_find_points_says_the_acceptance_rate(monkeypatch):
     shape = geometry.rect((0, 1), (0, 1)) - geometry.disk((0.5, 0.5), 0.7)  # corners only
     monkeypatch.setattr("jno_flax.domain.MAX_ROUNDS", 1)
-    monkeypatch.setattr(type(shape), "acceptance", 1.0, raising=False)
-    shape.acceptance = 1.0  # claims every candidate is inside: one round cannot fill N
+    monkeypatch.setattr("jno_flax._csg.MAX_ROUNDS", 1)
+    true_acceptance, shape.acceptance = shape.acceptance, 1.0  # claims every candidate is
+    # inside: one round cannot fill N
     with pytest.raises(ValueError, match=r"could not find 5000 interior points.*acceptance "
                                          r"rate 0\.\d+"):
         jno.domain.from_geometry(shape, n_interior=5000, n_boundary=8, seed=0)
+    shape.acceptance, shape._boundary_fraction = true_acceptance, 1.0  # the same on the
+    # boundary: every sample claimed kept
+    with pytest.raises(ValueError, match=r"could not find 5000 boundary points.*acceptance "
+                                         r"rate 0\.\d+"):
+        jno.domain.from_geometry(shape, n_interior=8, n_boundary=5000, seed=0)
 
 
 def test_bad_shapes_and_names():
