@@ -44,7 +44,7 @@ class MeshData:
 
 
 def read_gmsh(source) -> MeshData:
-    """The triangles and boundary groups of a ``.msh`` file (a path) or of gmsh's current
+    """The cells and boundary groups of a ``.msh`` file (a path) or of gmsh's current
     model (``source`` is the ``gmsh`` module or ``gmsh.model``)."""
     gmsh = import_gmsh()
     if isinstance(source, (str, os.PathLike)):
