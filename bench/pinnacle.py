@@ -139,14 +139,9 @@ def plate_gmsh(size: float) -> None:
 def poisson2d_c(seed: int, adam: int, qn: int, source: str = "csg") -> Result:
     square, holes = plate()
     if source == "mesh":
-        import gmsh
-        gmsh.initialize(interruptible=False)
-        try:
-            gmsh.option.setNumber("General.Terminal", 0)
+        with jno.domain.gmsh_session() as gmsh:
             plate_gmsh(0.02)
             dom = jno.domain.mesh(gmsh, n_interior=4096, n_boundary=64, seed=seed)
-        finally:
-            gmsh.finalize()
     else:
         dom = jno.domain.from_geometry(square - holes, n_interior=4096, n_boundary=64,
                                        seed=seed)

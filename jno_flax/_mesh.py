@@ -10,8 +10,11 @@ tags (their name, or ``"group_<tag>"`` when unnamed).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 from dataclasses import dataclass
 
 import jax.numpy as jnp
@@ -36,6 +39,26 @@ def import_gmsh():
     return gmsh
 
 
+@contextlib.contextmanager
+def gmsh_session():
+    """``gmsh.initialize()`` ... ``gmsh.finalize()``, quiet, keeping the process's handling
+    of SIGPIPE: gmsh's initialisation resets it to the default (terminate), after which a
+    write to a closed pipe anywhere in the process would kill it instead of raising
+    ``BrokenPipeError``. Public as :func:`jno_flax.domain.gmsh_session`.
+    """
+    gmsh = import_gmsh()
+    main = threading.current_thread() is threading.main_thread()
+    pipe = signal.getsignal(signal.SIGPIPE) if main else None
+    gmsh.initialize(interruptible=False)
+    try:
+        if pipe is not None:
+            signal.signal(signal.SIGPIPE, pipe)
+        gmsh.option.setNumber("General.Terminal", 0)
+        yield gmsh
+    finally:
+        gmsh.finalize()
+
+
 @dataclass
 class MeshData:
     nodes: np.ndarray                            # (V, dim)
@@ -56,18 +79,16 @@ def read_gmsh(source) -> MeshData:
             if not f.read(64).lstrip().startswith(b"$MeshFormat"):
                 raise ValueError(f"`source` {path!r} cannot be read as a mesh: it is not a gmsh "
                                  ".msh file (no $MeshFormat header).")
-        started = not gmsh.isInitialized()
-        if started:
-            gmsh.initialize(interruptible=False)
-            gmsh.option.setNumber("General.Terminal", 0)
+        if not gmsh.isInitialized():
+            with gmsh_session():
+                gmsh.open(path)
+                return _read_model(gmsh, path)
         previous, models = gmsh.model.getCurrent(), len(gmsh.model.list())
         try:
             gmsh.open(path)
             return _read_model(gmsh, path)
         finally:
-            if started:
-                gmsh.finalize()
-            elif len(gmsh.model.list()) > models:  # leave the user's model current
+            if len(gmsh.model.list()) > models:  # leave the user's model current
                 gmsh.model.remove()
                 gmsh.model.setCurrent(previous)
     if source is gmsh or source is getattr(gmsh, "model", None):

@@ -42,13 +42,9 @@ def _bench():
 def plate_msh(tmp_path_factory):
     """The plate meshed by gmsh and written to a .msh file."""
     path = tmp_path_factory.mktemp("mesh") / "plate.msh"
-    gmsh.initialize(interruptible=False)
-    try:
-        gmsh.option.setNumber("General.Terminal", 0)
+    with jno.domain.gmsh_session():
         _bench().plate_gmsh(SIZE)
         gmsh.write(str(path))
-    finally:
-        gmsh.finalize()
     return path
 
 
@@ -111,17 +107,13 @@ def test_mesh_nodes_and_quadrature_points(plate_msh):
 
 
 def test_mesh_from_the_current_model_and_in_step_draws(plate_msh):
-    gmsh.initialize(interruptible=False)
-    try:
-        gmsh.option.setNumber("General.Terminal", 0)
+    with jno.domain.gmsh_session():
         gmsh.open(str(plate_msh))
         mine = gmsh.model.getCurrent()
         dom = jno.domain.mesh(gmsh, n_interior=32, n_boundary=32, seed=0)
         # reading a file while gmsh runs leaves the user's model current and unchanged
         from_file = jno.domain.mesh(plate_msh, n_interior=32, n_boundary=32, seed=0)
         assert gmsh.model.getCurrent() == mine and gmsh.model.list() == [mine]
-    finally:
-        gmsh.finalize()
     np.testing.assert_array_equal(from_file.points("boundary"), dom.points("boundary"))
     pts = np.asarray(jax.jit(lambda k: uniform_points(dom.pointset("interior"), k, 8000))(
         jax.random.PRNGKey(0)))
@@ -135,9 +127,7 @@ def test_a_tetrahedral_mesh_agrees_with_csg(tmp_path):
     """A unit cube minus a ball of radius 0.25, built with gmsh's booleans and meshed with
     tetrahedra: volume, sphere area, normals, distances and tags against the CSG solid."""
     path = tmp_path / "cavity.msh"
-    gmsh.initialize(interruptible=False)
-    try:
-        gmsh.option.setNumber("General.Terminal", 0)
+    with jno.domain.gmsh_session():
         occ = gmsh.model.occ
         cut, _ = occ.cut([(3, occ.addBox(0, 0, 0, 1, 1, 1))],
                          [(3, occ.addSphere(0.5, 0.5, 0.5, 0.25))])
@@ -150,8 +140,6 @@ def test_a_tetrahedral_mesh_agrees_with_csg(tmp_path):
         gmsh.option.setNumber("Mesh.MeshSizeMax", 0.08)
         gmsh.model.mesh.generate(3)
         gmsh.write(str(path))
-    finally:
-        gmsh.finalize()
     dom = jno.domain.mesh(path, n_interior=3000, n_boundary=3000, seed=0)
     solid = geometry.box((0, 1), (0, 1), (0, 1)) - geometry.ball((0.5, 0.5, 0.5), 0.25)
     geo = dom.geometry
@@ -177,6 +165,26 @@ def test_a_tetrahedral_mesh_agrees_with_csg(tmp_path):
     np.testing.assert_array_equal(geo.contains(probes), [False, True, True, False])
     q, w = geo.quadrature_points()
     assert len(q) == 4 * len(geo.cells) and w.sum() == pytest.approx(geo.measure, rel=1e-12)
+
+
+def _sigpipe_ignored() -> bool:
+    """Whether the process ignores SIGPIPE (signal 13), as the kernel reports it."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        pytest.skip("needs /proc/self/status (Linux)")
+    mask = next(line for line in status.read_text().splitlines() if line.startswith("SigIgn"))
+    return bool(int(mask.split()[1], 16) & (1 << (13 - 1)))
+
+
+def test_reading_a_mesh_keeps_sigpipe_ignored(plate_msh):
+    """gmsh's initialisation resets SIGPIPE to terminate-the-process; a mesh read (and a
+    gmsh_session) restore Python's setting, so a closed pipe stays a BrokenPipeError."""
+    assert _sigpipe_ignored()
+    jno.domain.mesh(plate_msh, n_boundary=16)
+    assert _sigpipe_ignored()
+    with jno.domain.gmsh_session():
+        assert _sigpipe_ignored()
+    assert _sigpipe_ignored()
 
 
 def test_mesh_errors(plate_msh, tmp_path, monkeypatch):
