@@ -273,6 +273,30 @@ def safe_norm(v, xp):
     return xp.where(positive, xp.sqrt(xp.where(positive, sq, 1.0)), 0.0)
 
 
+def segment_distance(p, a, b, xp):
+    """Distance from points ``p`` (``(N, 1, D)``) to the segments ``a -> b`` (``(F, D)``)."""
+    ab = b - a
+    t = xp.clip(xp.sum((p - a) * ab, -1) / np.sum(ab * ab, -1), 0.0, 1.0)
+    return safe_norm(p - a - t[..., None] * ab, xp)
+
+
+def crossings_inside(p, a, b, xp):
+    """Crossing-number test of ``(N, 2)`` points against closed polylines made of the
+    segments ``a -> b`` (any orientation)."""
+    x, y = p[:, 0:1], p[:, 1:2]
+    crosses = (a[:, 1] > y) != (b[:, 1] > y)
+    dy = np.where(b[:, 1] == a[:, 1], 1.0, b[:, 1] - a[:, 1])  # horizontal: never cross
+    xc = a[:, 0] + (y - a[:, 1]) * (b[:, 0] - a[:, 0]) / dy
+    return xp.sum(crosses & (x < xc), axis=1) % 2 == 1
+
+
+def polyline_distance(p, a, b, xp):
+    """Signed distance (positive inside) of ``(N, 2)`` points to the region bounded by the
+    closed polylines of segments ``a -> b``."""
+    dist = xp.min(segment_distance(p[:, None, :], a, b, xp), axis=1)
+    return xp.where(crossings_inside(p, a, b, xp), dist, -dist)
+
+
 def r_and(a, b, xp):
     """R-conjunction ``a + b - |(a, b)|``: positive where both are, zero where either is."""
     return a + b - safe_norm(xp.stack([a, b], axis=-1), xp)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from jno_flax._geometry import BoundarySample, Geometry, object_array, safe_norm
+from jno_flax._geometry import (BoundarySample, Geometry, object_array, polyline_distance,
+                                segment_distance)
 
 #: gmsh element types -> nodes per element, by dimension (higher orders use their corners)
 _CELLS = {1: {1: 2, 8: 3, 26: 4}, 2: {2: 3, 9: 6, 21: 10}, 3: {4: 4, 11: 10, 29: 20}}
@@ -270,12 +271,9 @@ class SimplexMesh(Geometry):
     def signed_distance(self, p, xp=np):
         v = self.nodes[self.facets]
         if self.dim == 2:
-            dist = xp.min(_segment_distance(p[:, None, :], v[:, 0], v[:, 1], xp), axis=1)
-            inside = _crossings(p, v[:, 0], v[:, 1], xp)
-        else:
-            dist = xp.min(_triangle_distance(p[:, None, :], v[:, 0], v[:, 1], v[:, 2], xp),
-                          axis=1)
-            inside = xp.abs(_winding(p[:, None, :], v[:, 0], v[:, 1], v[:, 2], xp)) > 0.5
+            return polyline_distance(p, v[:, 0], v[:, 1], xp)
+        dist = xp.min(_triangle_distance(p[:, None, :], v[:, 0], v[:, 1], v[:, 2], xp), axis=1)
+        inside = xp.abs(_winding(p[:, None, :], v[:, 0], v[:, 1], v[:, 2], xp)) > 0.5
         return xp.where(inside, dist, -dist)
 
     @property
@@ -291,21 +289,6 @@ class SimplexMesh(Geometry):
                          "sampler='random', 'sobol' or 'lhs'.")
 
 
-def _segment_distance(p, a, b, xp):
-    ab = b - a
-    t = xp.clip(xp.sum((p - a) * ab, -1) / np.sum(ab * ab, -1), 0.0, 1.0)
-    return safe_norm(p - a - t[..., None] * ab, xp)
-
-
-def _crossings(p, a, b, xp):
-    """Crossing-number test of ``(N, 2)`` points against closed polylines of segments."""
-    x, y = p[:, 0:1], p[:, 1:2]
-    crosses = (a[:, 1] > y) != (b[:, 1] > y)
-    dy = np.where(b[:, 1] == a[:, 1], 1.0, b[:, 1] - a[:, 1])
-    xc = a[:, 0] + (y - a[:, 1]) * (b[:, 0] - a[:, 0]) / dy
-    return xp.sum(crosses & (x < xc), axis=1) % 2 == 1
-
-
 def _triangle_distance(p, a, b, c, xp):
     """Distance from ``(N, 1, 3)`` points to ``(F, 3)``-vertex triangles: to the plane where
     the projection falls inside, else to the nearest edge."""
@@ -316,8 +299,8 @@ def _triangle_distance(p, a, b, c, xp):
     inside = ((xp.sum(xp.cross(b - a, q - a) * n, -1) >= 0)
               & (xp.sum(xp.cross(c - b, q - b) * n, -1) >= 0)
               & (xp.sum(xp.cross(a - c, q - c) * n, -1) >= 0))
-    edges = xp.minimum(xp.minimum(_segment_distance(p, a, b, xp), _segment_distance(p, b, c, xp)),
-                       _segment_distance(p, c, a, xp))
+    edges = xp.minimum(xp.minimum(segment_distance(p, a, b, xp), segment_distance(p, b, c, xp)),
+                       segment_distance(p, c, a, xp))
     return xp.where(inside, xp.abs(height), edges)
 
 

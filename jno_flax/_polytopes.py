@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from jno_flax._geometry import (BoundarySample, BoxMapped, Geometry, _midpoints, box_distance,
-                                box_grid, box_smooth_distance, safe_norm)
+                                box_grid, box_smooth_distance, polyline_distance)
 
 
 class Segments(BoxMapped, Geometry):
@@ -51,22 +51,8 @@ class Segments(BoxMapped, Geometry):
     def boundary_measure(self) -> float:
         return float(self.lengths.sum())
 
-    def _inside(self, p, xp):
-        """Crossing-number test (``p`` of shape ``(N, 2)``)."""
-        x, y = p[:, 0:1], p[:, 1:2]
-        x0, y0 = self.starts[:, 0], self.starts[:, 1]
-        x1, y1 = self.ends[:, 0], self.ends[:, 1]
-        crosses = (y0 > y) != (y1 > y)
-        dy = np.where(y1 == y0, 1.0, y1 - y0)  # horizontal edges never cross
-        xc = x0 + (y - y0) * (x1 - x0) / dy
-        return xp.sum(crosses & (x < xc), axis=1) % 2 == 1
-
     def signed_distance(self, p, xp=np):
-        a, ab = self.starts, self.ends - self.starts
-        rel = p[:, None, :] - a[None]
-        t = xp.clip(xp.sum(rel * ab, -1) / np.sum(ab * ab, -1), 0.0, 1.0)
-        dist = xp.min(safe_norm(rel - t[..., None] * ab, xp), axis=1)
-        return xp.where(self._inside(p, xp), dist, -dist)
+        return polyline_distance(p, self.starts, self.ends, xp)
 
     def interior_grid(self, n):
         pts = box_grid(self.lo, self.hi, int(np.ceil(n / self.acceptance)))
