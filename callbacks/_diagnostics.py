@@ -40,8 +40,9 @@ class NTKDiagnostics(Callback):
     """Neural-tangent-kernel spectrum of constraint residuals every ``interval`` steps.
 
     For each residual field ``r`` (``N`` points) with parameter Jacobian ``J`` (``N x P``),
-    ``K = J Jᵀ``. Recorded quantities, per name and for all residuals combined
-    (``combined``):
+    ``K = J Jᵀ``; for ``B`` instances of a family of input functions, ``J`` stacks the rows of
+    all instances (``B·N x P``), so the kernel couples instances too. Recorded quantities, per
+    name and for all residuals combined (``combined``):
 
     * ``ntk/<name>/trace``: ``tr K = ||J||_F²``;
     * ``ntk/<name>/eigs``: the ``top_k`` largest eigenvalues, descending;
@@ -78,13 +79,16 @@ class NTKDiagnostics(Callback):
         return f"NTKDiagnostics[{self.prefix}{self.interval}]"
 
     def _jacobian(self, field: Expr, target) -> Expr:
-        J = field.grad(target)[0]                      # (N, P) or (N, D, P)
-        J = jnn.reshape(J, (-1, J.shape[-1]))
-        n = J.shape[0]
-        if self.max_points is not None and n > self.max_points:
-            idx = np.linspace(0, n - 1, self.max_points).round().astype(int)
-            J = J[idx]
-        return J
+        J = field.grad(target)                         # (B, N, P) or (B, N, D, P)
+        J = jnn.reshape(J, (-1, J.shape[-1]))          # all instances' rows together
+        if self.max_points is None:
+            return J
+
+        def subset(j, m=self.max_points):  # by the traced row count (B may be a mini-batch)
+            if j.shape[0] <= m:
+                return j
+            return j[np.linspace(0, j.shape[0] - 1, m).round().astype(int)]
+        return jnn.function(subset, [J], pointwise=False)
 
     def in_graph(self, trainer: "Trainer", problem: "Problem") -> list[InGraph]:
         target = _target(problem, self.model, self.filter, "NTKDiagnostics")

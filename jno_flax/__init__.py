@@ -5,7 +5,7 @@
 >>> x, y = dom.variable("interior")
 """
 
-from jno_flax import adaptive, domain, fn, geometry, nn, optimizers
+from jno_flax import adaptive, domain, fn, functions, geometry, nn, optimizers
 from jno_flax import numpy as np  # noqa: F401  (``jno.np``)
 from jno_flax._expr import Expr
 from jno_flax._problem import Problem, core
@@ -15,6 +15,6 @@ from jno_flax._trainable import Model, Parameter, parameter, wrap
 
 __version__ = "0.1.0"
 
-__all__ = ["adaptive", "domain", "fn", "geometry", "nn", "np", "optimizers", "Expr", "Problem",
-           "core", "Tracker", "tracker", "Model", "Parameter", "parameter", "seed_everything",
-           "wrap", "__version__"]
+__all__ = ["adaptive", "domain", "fn", "functions", "geometry", "nn", "np", "optimizers", "Expr",
+           "Problem", "core", "Tracker", "tracker", "Model", "Parameter", "parameter",
+           "seed_everything", "wrap", "__version__"]

@@ -23,6 +23,7 @@ from flax import nnx
 from jno_flax._dtypes import default_float
 from jno_flax._derivatives import CoordinateDerivative, DerivativePlan, Request
 from jno_flax._expr import Expr, Key
+from jno_flax._function_nodes import PairedData
 from jno_flax._pointset import PointSet
 from jno_flax._trainable import Trainable
 
@@ -54,6 +55,7 @@ class Registry:
         self.trainables: list[Trainable] = []
         self.pointsets: list[PointSet] = []
         self.balancers: list[Any] = []
+        self.families: list[Any] = []
         for node in walk(outputs):
             for b in node.balancers:
                 if all(b is not other for other in self.balancers):
@@ -63,6 +65,9 @@ class Registry:
                     self.trainables.append(t)
             if node.pointset is not None and all(node.pointset is not p for p in self.pointsets):
                 self.pointsets.append(node.pointset)
+            if node.instances is not None and all(node.instances is not f
+                                                  for f in self.families):
+                self.families.append(node.instances)
         self._names: dict[int, str] = {}
         used: dict[str, Trainable] = {}
         counters: dict[str, int] = defaultdict(int)
@@ -83,6 +88,7 @@ class Registry:
             used[name] = t
             self._names[id(t)] = name
         self._keys = {id(ps): f"points_{i}" for i, ps in enumerate(self.pointsets)}
+        self._keys.update({id(f): f"functions_{i}" for i, f in enumerate(self.families)})
         self._balancer_keys = {id(b): f"{b.scheme}{i}" for i, b in enumerate(self.balancers)}
 
     def name(self, t: Trainable) -> str:
@@ -92,11 +98,13 @@ class Registry:
             raise ValueError(f"{t!r} is not used by this problem; its trainables are "
                              f"{list(self._names.values())}.") from None
 
-    def key(self, ps: PointSet) -> str:
+    def key(self, ps: Any) -> str:
+        """The batch key of a point set (``points_<k>``) or a family of input functions
+        (``functions_<k>``)."""
         try:
             return self._keys[id(ps)]
         except KeyError:
-            raise ValueError(f"the points {ps.describe()} are not used by this problem.") from None
+            raise ValueError(f"{ps.describe()} is not used by this problem.") from None
 
     def balancer_key(self, balancer) -> str:
         """A balancer's one key: ``<scheme><k>`` (``relobralo0``), its state's key in
@@ -114,17 +122,32 @@ class Registry:
         """Current parameters of every trainable (from the live modules)."""
         return {self.name(t): t.params() for t in self.trainables}
 
-    def batch(self) -> dict[str, jax.Array]:
-        """The stored points of every point set, as float arrays ``(N, C)``."""
+    def batch(self) -> dict[str, Any]:
+        """The stored points of every point set, as float arrays ``(N, C)``, and the arrays of
+        every family of input functions (``{"values": (n, S), "paired_<k>": ...}``)."""
         dtype = default_float()
-        return {self.key(ps): jnp.asarray(ps.array, dtype) for ps in self.pointsets}
+        out: dict[str, Any] = {self.key(ps): jnp.asarray(ps.array, dtype)
+                               for ps in self.pointsets}
+        for fam in self.families:
+            entry = {"values": jnp.asarray(fam.values, dtype)}
+            entry.update({f"paired_{i}": jnp.asarray(a, dtype)
+                          for i, a in enumerate(fam.paired_data)})
+            out[self.key(fam)] = entry
+        return out
+
+
+def group_of(node: Expr) -> tuple[int, int, int | None]:
+    """The evaluation group of a field: its point set, level and instance set."""
+    inst = None if node.instances is None else id(node.instances)
+    return id(node.pointset), node.level, inst
 
 
 class Plan:
     """How ``outputs`` are evaluated.
 
     Attributes:
-        roots: the pointwise nodes each ``(point set, level)`` group must produce.
+        roots: the pointwise nodes each ``(point set, level, instance set)`` group must
+            produce.
         global_deps: the global values each point set's fields read, with their levels.
         derivatives: every coordinate-derivative request per operand (by key), so that all
             derivatives of one operand come out of one pass.
@@ -152,7 +175,7 @@ class Plan:
         derivative requests join the plan when first met, see ``PointContext.derivatives``)."""
         if node.key not in self._root_keys:
             self._root_keys.add(node.key)
-            self.roots[(id(node.pointset), node.level)].append(node)
+            self.roots[group_of(node)].append(node)
 
 
 class Evaluator:
@@ -210,44 +233,79 @@ class Evaluator:
         return self._modules[id(t)]
 
     def value(self, node: Expr) -> jax.Array:
-        """The value of ``node``: fields as ``(1, N, *shape)``, global nodes as themselves."""
+        """The value of ``node``: fields as ``(B, N, *shape)``, per-instance values as
+        ``(B, *shape)``, global nodes as themselves."""
         if node.key not in self.cache:
             if node.pointset is None:
                 self.cache[node.key] = node.global_eval(self)
             else:
                 self.plan.add_root(node)
-                self._eval_group(node.pointset, node.level)
+                self._eval_group(node.pointset, node.level, node.instances)
         return self.cache[node.key]
 
-    def _eval_group(self, ps: PointSet, level: int) -> None:
+    def _eval_group(self, ps: PointSet, level: int, instances: Any) -> None:
         for g, parent_level in self.plan.global_deps[id(ps)]:
             if parent_level <= level:
                 self.value(g)
-        roots = [r for r in self.plan.roots[(id(ps), level)] if r.key not in self.cache]
+        group = (id(ps), level, None if instances is None else id(instances))
+        roots = [r for r in self.plan.roots[group] if r.key not in self.cache]
         if not roots:
             return
-        known = [n for (pid, lvl), group in self.plan.roots.items() if pid == id(ps)
-                 and lvl < level for n in group if n.key in self.cache]
+        known = [n for (pid, lvl, inst), nodes in self.plan.roots.items() if pid == id(ps)
+                 and lvl < level and inst in (None, group[2]) for n in nodes
+                 if n.key in self.cache]
         points = self.batch[self.registry.key(ps)]
+        if instances is None:
+            outs = jax.vmap(self._per_point(ps, roots, known, ()))(
+                points, [self.cache[n.key][0] for n in known])
+            for r, o in zip(roots, outs):
+                self.cache[r.key] = o[None]
+            return
+        for leaf in walk(roots, hidden=False):
+            if isinstance(leaf, PairedData) and all(leaf.key is not n.key for n in known):
+                self.cache.setdefault(leaf.key, leaf.whole(self))
+                known.append(leaf)
+        rows = list({c.key: c for n in walk(roots, hidden=False) if n.pointset is not None
+                     for c in n.children
+                     if c.pointset is None and c.instances is instances}.values())
+        for g in rows:
+            self.value(g)
+        per_point = self._per_point(ps, roots, known, rows)
 
-        def per_point(row, known_values):
-            memo = {n.key: v for n, v in zip(known, known_values)}
-            ctx = PointContext(self, ps, tuple(row[i] for i in range(row.shape[0])), memo)
-            return [ctx.value(r) for r in roots]
+        def per_instance(row_values, known_values):
+            return jax.vmap(per_point, in_axes=(0, 0, None))(points, known_values, row_values)
 
-        outs = jax.vmap(per_point)(points, [self.cache[n.key][0] for n in known])
+        axes = [0 if n.instances is not None else None for n in known]
+        outs = jax.vmap(per_instance, in_axes=(0, axes))(
+            [self.cache[g.key] for g in rows],
+            [self.cache[n.key] if n.instances is not None else self.cache[n.key][0]
+             for n in known])
         for r, o in zip(roots, outs):
-            self.cache[r.key] = o[None]
+            self.cache[r.key] = o
+
+    def _per_point(self, ps: PointSet, roots: list[Expr], known: list[Expr],
+                   rows: Sequence[Expr]):
+        """The evaluation of ``roots`` at one point, given the values of ``known`` there and
+        the instance's rows of the per-instance nodes ``rows``."""
+        def per_point(point, known_values, row_values=()):
+            memo = {n.key: v for n, v in zip(known, known_values)}
+            ctx = PointContext(self, ps, tuple(point[i] for i in range(point.shape[0])), memo,
+                               {g.key: v for g, v in zip(rows, row_values)})
+            return [ctx.value(r) for r in roots]
+        return per_point
 
 
 class PointContext:
     """The evaluation of pointwise nodes at one point (inside ``vmap``)."""
 
-    def __init__(self, ev: Evaluator, ps: PointSet, columns: tuple, memo: dict[Any, Any]):
+    def __init__(self, ev: Evaluator, ps: PointSet, columns: tuple, memo: dict[Any, Any],
+                 rows: dict[Key, jax.Array] | None = None):
         self.ev = ev
         self.ps = ps
         self.columns = columns
         self.memo = memo
+        #: the evaluated instance's values of per-instance nodes, by key
+        self.rows = rows or {}
 
     def column(self, i: int) -> jax.Array:
         """Column ``i`` of this point (a scalar)."""
@@ -260,6 +318,8 @@ class PointContext:
         """The node's value at this point. An operand with coordinate derivatives comes out of
         their shared pass unless ``direct`` (which that pass itself uses)."""
         if node.pointset is None:
+            if node.instances is not None:
+                return self.rows[node.key]
             return self.ev.value(node)
         if node.key in self.memo:
             return self.memo[node.key]
@@ -288,4 +348,4 @@ class PointContext:
     def with_columns(self, replace: dict[int, jax.Array]) -> "PointContext":
         """A fresh context at the same point with some coordinates replaced (for AD)."""
         cols = tuple(replace.get(i, c) for i, c in enumerate(self.columns))
-        return PointContext(self.ev, self.ps, cols, {})
+        return PointContext(self.ev, self.ps, cols, {}, self.rows)

@@ -120,6 +120,11 @@ class Expr:
         self.dtype = dtype
         self.label = label
         self._name: str | None = None
+        #: the instance set (a :class:`~jno_flax.functions.FunctionSet`) whose functions this
+        #: node depends on, or ``None``; fields inherit it, global nodes that keep one value
+        #: per instance set it themselves
+        self.instances = (common_instances(self.children, label) if pointset is not None
+                          else None)
         if pointset is None:
             self.level = max((c.level for c in self.children), default=-1)
         else:
@@ -145,11 +150,18 @@ class Expr:
         return self.pointset is not None
 
     @property
+    def batch_size(self) -> int:
+        """``B``: the number of instances this node is evaluated for (1 without an instance
+        set; all functions of its set otherwise, fewer with ``Trainer(batch_size=...)``)."""
+        return 1 if self.instances is None else self.instances.n
+
+    @property
     def value_shape(self) -> tuple[int, ...]:
-        """Shape of the evaluated value: ``(1, N, *shape)`` for fields, ``shape`` otherwise."""
+        """Shape of the evaluated value: ``(B, N, *shape)`` for fields, ``(B, *shape)`` for
+        per-instance values, ``shape`` otherwise."""
         if self.pointset is None:
-            return self.shape
-        return (1, self.pointset.n) + self.shape
+            return self.shape if self.instances is None else (self.batch_size,) + self.shape
+        return (self.batch_size, self.pointset.n) + self.shape
 
     def name(self, name: str) -> "Expr":
         """Name this expression (used for constraints and trackers); returns ``self``."""
@@ -304,9 +316,12 @@ class Constant(Expr):
 
 
 def as_expr(value, argname: str = "operand") -> Expr:
-    """Turn numbers and arrays into :class:`Constant`; reject anything else loudly."""
+    """Turn numbers and arrays into :class:`Constant` (and objects with an expression, such as
+    a family of input functions, into it); reject anything else loudly."""
     if isinstance(value, Expr):
         return value
+    if hasattr(value, "__jno_expr__"):
+        return value.__jno_expr__()
     from jno_flax._tracker import Tracker
     if isinstance(value, Tracker):
         raise TypeError(
@@ -357,6 +372,22 @@ def _common_pointset(children: Sequence[Expr], label: str):
     return sets[0] if sets else None
 
 
+def common_instances(children: Sequence[Expr], label: str):
+    """The one instance set among ``children`` (``None`` if there is none); two different
+    sets cannot meet in one operation."""
+    found = None
+    for c in children:
+        if c.instances is not None and found is None:
+            found = c.instances
+        elif c.instances is not None and c.instances is not found:
+            raise ValueError(
+                f"`{label}` combines values of two different instance sets: "
+                f"{found.describe()} and {c.instances.describe()}. Instance b of one set has "
+                "nothing to do with instance b of another; reduce each first (e.g. `.mse`) or "
+                "build both from one family of input functions.")
+    return found
+
+
 class Apply(Expr):
     """``fn(*children)`` evaluated per point (pointwise mode) or on whole values (global)."""
 
@@ -372,6 +403,20 @@ class Apply(Expr):
 
     def global_eval(self, ev):
         return self.fn(*(ev.value(c) for c in self.children))
+
+
+class InstanceApply(Apply):
+    """``fn(*children)`` per instance: the value of each instance from its own rows of the
+    per-instance operands (other operands are shared), stacked to ``(B, *shape)``."""
+
+    def __init__(self, fn: Callable, children: Sequence[Expr], label: str, op: Hashable = None):
+        out = _infer(fn, children, as_field=False, label=label)
+        super().__init__(fn, children, label, False, None, out.shape, out.dtype, op)
+        self.instances = common_instances(self.children, label)
+
+    def global_eval(self, ev):
+        axes = [0 if c.instances is not None else None for c in self.children]
+        return jax.vmap(self.fn, in_axes=axes)(*(ev.value(c) for c in self.children))
 
 
 def _check_global_vector(c: Expr, fields: Sequence[Expr], ps, label: str) -> None:
@@ -414,6 +459,8 @@ def elementwise(fn: Callable, operands: Sequence[Any], label: str, op: Hashable 
         for c in children:
             if c.pointset is None and len(c.shape) >= 2:
                 _check_point_data(c, fields, ps, label, isinstance(c, Constant))
+    elif any(c.instances is not None for c in children):
+        return InstanceApply(fn, children, label, op)
     return global_op(fn, children, label, op)
 
 
@@ -490,4 +537,6 @@ def getitem(e: Expr, index) -> Expr:
                 f"`index` {k} is out of range for a field with {e.shape[-1]} components."
             )
         return elementwise(lambda v: v[..., sel], [e], f"[...,{k}]", ("getitem", repr(index)))
+    if e.pointset is None and e.instances is not None:  # per instance
+        return InstanceApply(lambda v: v[index], [e], "getitem", ("getitem", repr(index)))
     return global_op(lambda v: v[index], [e], "getitem", ("getitem", repr(index)))

@@ -54,12 +54,13 @@ class ParameterJacobian(Expr):
         self.trainable = trainable
         self.hidden = (expr,)
         self.trainables = (trainable,)
-        self.per_point = expr.pointset is not None and expr.level == 0
+        self.per_point = (expr.pointset is not None and expr.level == 0
+                          and expr.instances is None)
         if expr.pointset is not None:
             comp = () if expr.shape == (1,) else expr.shape
-            shape = (1, expr.pointset.n) + comp + (self.num_params,)
+            shape = (expr.batch_size, expr.pointset.n) + comp + (self.num_params,)
         else:
-            shape = expr.shape + (self.num_params,)
+            shape = expr.value_shape + (self.num_params,)
         super().__init__((), None, shape, expr.dtype, f"grad[{trainable.user_name or 'model'}]",
                          (trainable, self.selected, expr.key))
 
@@ -108,7 +109,10 @@ class ParameterJacobian(Expr):
             return evaluator(flat_params).value(self.expr)
         out_size = max(1, math.prod(self.expr.value_shape))
         jac_fn = jax.jacfwd if self.num_params < out_size else jax.jacrev
-        return jac_fn(whole)(flat).reshape(self.shape)
+        jac = jac_fn(whole)(flat)
+        if self.expr.instances is not None:  # B: the instances evaluated
+            return jac.reshape((jac.shape[0],) + self.shape[1:])
+        return jac.reshape(self.shape)
 
 
 def residual_field(loss: Expr, what: str = "loss", hint: str = "") -> Expr:

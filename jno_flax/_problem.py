@@ -12,6 +12,8 @@ from jno_flax._dtypes import default_float, x64_enabled
 from jno_flax._checks import fmt_shape
 from jno_flax._evaluate import Evaluator, Registry, walk
 from jno_flax._expr import Expr, as_expr
+from jno_flax._function_nodes import PairedData, PairedValues
+from jno_flax.functions import FunctionSet
 from jno_flax._pointset import PointSet, Variable
 from jno_flax._tracker import Tracker
 from jno_flax._trainable import Model, Parameter, Trainable
@@ -185,10 +187,12 @@ class Problem:
         Args:
             exprs: an expression (or tracker, or trainable parameter) or a list of them.
             inputs: optional ``{variable: array}`` giving other points for the variables of a
-                point set (every coordinate of that set), each ``(N, 1)`` or ``(1, N, 1)``.
+                point set (every coordinate of that set), each ``(N, 1)`` or ``(1, N, 1)``;
+                ``{f: values}`` gives a family of input functions other functions (e.g. a
+                test set), ``(n, n_sensors)``.
 
         Returns:
-            One array (fields ``(1, N, D)``) or a list of arrays, like ``exprs``.
+            One array (fields ``(B, N, D)``) or a list of arrays, like ``exprs``.
         """
         single = not isinstance(exprs, (list, tuple))
         items = [exprs] if single else list(exprs)
@@ -219,10 +223,14 @@ class Problem:
             raise TypeError(f"`inputs` must be a dict {{variable: array}}, got "
                             f"{type(inputs).__name__}.")
         by_set: dict[int, tuple[PointSet, dict[int, np.ndarray]]] = {}
+        out = {}
         for var, arr in inputs.items():
+            if isinstance(var, FunctionSet):
+                out[registry.key(var)] = _function_inputs(var, arr, nodes)
+                continue
             if not isinstance(var, Variable):
-                raise TypeError(f"`inputs` keys must be variables from `domain.variable(...)`, "
-                                f"got {var!r}.")
+                raise TypeError(f"`inputs` keys must be variables from `domain.variable(...)` "
+                                f"or families of input functions, got {var!r}.")
             a = np.asarray(arr)
             if a.ndim == 3 and a.shape[0] == 1:
                 a = a[0]
@@ -234,7 +242,6 @@ class Problem:
         for node in walk(nodes):
             if isinstance(node, Variable):
                 used_columns.setdefault(id(node.pointset), set()).add(node.column)
-        out = {}
         dtype = default_float()
         for pid, (ps, cols) in by_set.items():
             sizes = {c: len(v) for c, v in cols.items()}
@@ -256,6 +263,22 @@ class Problem:
                 full[:, c] = v
             out[registry.key(ps)] = jnp.asarray(full, dtype)
         return out
+
+
+def _function_inputs(fam: FunctionSet, values: Any, nodes: list[Expr]) -> dict:
+    """The batch entry of ``fam`` for other functions (``crux.eval(u, inputs={f: F})``)."""
+    arr = np.asarray(values)
+    if arr.ndim != fam.values.ndim or arr.shape[1:] != fam.values.shape[1:] or not len(arr):
+        raise ValueError(f"`inputs[{fam!r}]` must have shape (n_functions, "
+                         f"{', '.join(map(str, fam.values.shape[1:]))}) like the family's "
+                         f"values, got {arr.shape}.")
+    paired = [n for n in walk(nodes) if isinstance(n, (PairedData, PairedValues))
+              and n.instances is fam]
+    if paired:
+        raise ValueError(f"`inputs` gives {fam.describe()} new functions, but the expressions "
+                         "use its paired data, which belongs to its own functions; evaluate "
+                         "expressions without `paired` data, or compare with your own.")
+    return {"values": jnp.asarray(arr, default_float())}
 
 
 def core(constraints: Sequence[Expr | Tracker]) -> Problem:

@@ -103,8 +103,11 @@ def point_data_users(outputs: Sequence[Expr], ps: PointSet) -> list[str]:
     """Labels of operations that match fields on ``ps`` with per-point data arrays (an
     ``(N, D)`` constant combined point by point): they hold one row per *stored* point, so the
     points of ``ps`` cannot change under them."""
+    from jno_flax._function_nodes import PairedData
     found = []
     for node in walk(outputs):
+        if isinstance(node, PairedData) and node.pointset is ps:
+            found.append(f"paired data of {node.instances.describe()}")
         if node.pointset is not None or not node.children:
             continue
         fields = [c for c in node.children if c.pointset is ps]

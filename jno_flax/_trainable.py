@@ -13,7 +13,7 @@ from jno_flax._dtypes import default_float
 from jno_flax._checks import fmt_shape as _fmt_shape
 from jno_flax._checks import name as check_name
 from jno_flax._checks import optax_transform
-from jno_flax._expr import Expr, _common_pointset, as_expr, unique_op
+from jno_flax._expr import Expr, _common_pointset, as_expr, common_instances, unique_op
 
 
 class Trainable:
@@ -129,18 +129,24 @@ class ModelCall(Expr):
         ps = _common_pointset(inputs, "model input")
         pointwise = ps is not None and all(c.pointset is not None or len(c.shape) <= 1
                                            for c in inputs)
+        #: on per-instance values only: the module runs once per instance
+        self.per_instance = ps is None and any(c.instances is not None for c in inputs)
         for c in inputs:
             if pointwise and len(c.shape) != 1:
                 raise ValueError(
                     f"model inputs must be fields of shape (D,) per point; got {c!r}."
                 )
-        in_shapes = [c.shape if pointwise else c.value_shape for c in inputs]
+        per_item = pointwise or self.per_instance
+        in_shapes = [c.shape if per_item else c.value_shape for c in inputs]
         d_in = sum(s[-1] if s else 1 for s in in_shapes)
-        lead = () if pointwise else in_shapes[0][:-1]
+        if self.per_instance and len({s[:-1] for s in in_shapes}) > 1:
+            raise ValueError(f"per-instance inputs of {model!r} must agree in all but their "
+                             f"last axis, got shapes {in_shapes}.")
         graphdef, params, rest = model.split()
+        structs = [jax.ShapeDtypeStruct(s, inputs[0].dtype) for s in in_shapes]
         try:
-            out = jax.eval_shape(lambda p, z: nnx.merge(graphdef, p, rest)(z), params,
-                                 jax.ShapeDtypeStruct(lead + (d_in,), inputs[0].dtype))
+            out = jax.eval_shape(lambda p, z: self._apply(nnx.merge(graphdef, p, rest), z),
+                                 params, structs)
         except (TypeError, ValueError) as err:
             raise ValueError(
                 f"calling {model!r} on an input with {d_in} features failed: {err}"
@@ -150,15 +156,27 @@ class ModelCall(Expr):
                              f"got shape {_fmt_shape(out.shape)}.")
         super().__init__(inputs, ps if pointwise else None, out.shape, out.dtype,
                          f"{model.user_name or 'model'}(...)", (model, pointwise))
+        if self.per_instance:
+            self.instances = common_instances(inputs, "model input")
 
-    def _concat(self, values):
-        return jnp.concatenate([jnp.reshape(v, v.shape or (1,)) for v in values], axis=-1)
+    def _apply(self, module: nnx.Module, values):
+        """``module`` on the inputs: concatenated on their last axis, or apart for a module
+        that says ``takes_separate_inputs`` (a DeepONet: branch and trunk inputs)."""
+        if getattr(module, "takes_separate_inputs", False):
+            return module(*values)
+        return module(jnp.concatenate([jnp.reshape(v, v.shape or (1,)) for v in values],
+                                      axis=-1))
 
     def point_eval(self, ctx):
-        return ctx.module(self.model)(self._concat([ctx.value(c) for c in self.children]))
+        return self._apply(ctx.module(self.model), [ctx.value(c) for c in self.children])
 
     def global_eval(self, ev):
-        return ev.module(self.model)(self._concat([ev.value(c) for c in self.children]))
+        module = ev.module(self.model)
+        values = [ev.value(c) for c in self.children]
+        if self.per_instance:
+            axes = [0 if c.instances is not None else None for c in self.children]
+            return jax.vmap(lambda *v: self._apply(module, v), in_axes=axes)(*values)
+        return self._apply(module, values)
 
 
 class ParameterModule(nnx.Module):

@@ -1,10 +1,11 @@
-"""Mini-batches: each step trains on a random subset of the collocation points.
+"""Mini-batches: each step trains on a random subset of the collocation points and functions.
 
 ``Trainer(batch_size=...)`` sets the subset size for every point set (an int) or for the point
-sets of some variables (``{x: 1024}``). The subset of step ``s`` is drawn inside the compiled
-step, without replacement, from the key of step ``s`` (``fold_in(rng, s)``, one stream per
-point set), so the mean of a loss over the subset is an unbiased estimate of the mean over
-all points and a resumed run draws the same subsets.
+sets of some variables and the instances of families of input functions
+(``{x: 1024, f: 64}``). The subset of step ``s`` is drawn inside the compiled step, without
+replacement, from the key of step ``s`` (``fold_in(rng, s)``, one stream per point set or
+family), so the mean of a loss over the subset is an unbiased estimate of the mean over all
+points and a resumed run draws the same subsets.
 """
 
 from __future__ import annotations
@@ -21,17 +22,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from jno_flax import Problem
     from jno_flax.trainers import TrainState
 
-ACCEPTED = "None, a positive int, or {variable: positive int} (e.g. {x: 1024})"
+ACCEPTED = ("None, a positive int, or {variable or function family: positive int} "
+            "(e.g. {x: 1024, f: 64})")
 
 
 def _size(arg: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"`{arg}` must be a positive integer (points per step), got {value!r}.")
+        raise ValueError(f"`{arg}` must be a positive integer (points or functions per step), "
+                         f"got {value!r}.")
     return int(value)
 
 
-def _label(var: Expr) -> str:
+def _label(var: Any) -> str:
     return getattr(var, "symbol", None) or repr(var)
+
+
+def _is_family(key: Any) -> bool:
+    from jno_flax.functions import FunctionSet
+    return isinstance(key, FunctionSet)
 
 
 def check_batch_size(batch_size: Any) -> int | dict | None:
@@ -40,7 +48,7 @@ def check_batch_size(batch_size: Any) -> int | dict | None:
         return None
     if isinstance(batch_size, dict):
         for var, size in batch_size.items():
-            if not isinstance(var, Expr) or var.pointset is None:
+            if not _is_family(var) and (not isinstance(var, Expr) or var.pointset is None):
                 raise TypeError(f"`batch_size` keys must be variables of a point set (e.g. "
                                 f"`x` from `dom.variable('interior')`), got {var!r}; "
                                 f"accepted: {ACCEPTED}.")
@@ -63,6 +71,9 @@ def resolve_batch_sizes(batch_size: int | dict | None, problem: "Problem") -> di
     else:
         sizes, chosen = {}, []
         for var, size in batch_size.items():
+            if _is_family(var):
+                sizes[_family_size(registry, var, size)] = int(size)
+                continue
             ps = var.pointset
             if all(ps is not p for p in registry.pointsets):
                 raise ValueError(f"`batch_size` names {_label(var)} on {ps.describe()}, which this "
@@ -84,6 +95,16 @@ def resolve_batch_sizes(batch_size: int | dict | None, problem: "Problem") -> di
     return sizes
 
 
+def _family_size(registry, fam, size: int) -> str:
+    """The batch key of a family given a mini-batch ``size`` (checked)."""
+    if all(fam is not f for f in registry.families):
+        raise ValueError(f"`batch_size` names {fam.describe()}, which this problem does not use.")
+    if size > fam.n:
+        raise ValueError(f"`batch_size[{fam!r}]` is {size}, more than the {fam.n} functions of "
+                         "the family; a mini-batch of instances is a subset.")
+    return registry.key(fam)
+
+
 def draw_minibatch(sizes: dict[str, int], state: "TrainState",
                    batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """``batch`` with the point sets of ``sizes`` replaced by step ``state.step``'s subsets."""
@@ -91,9 +112,9 @@ def draw_minibatch(sizes: dict[str, int], state: "TrainState",
         return batch
     out = dict(batch)
     for key, size in sizes.items():
-        n = batch[key].shape[0]
+        n = jax.tree.leaves(batch[key])[0].shape[0]
         if size < n:
             pick = jax.random.choice(step_key(state, f"minibatch/{key}"), n, (size,),
                                      replace=False)
-            out[key] = batch[key][pick]
+            out[key] = jax.tree.map(lambda a: a[pick], batch[key])
     return out

@@ -89,11 +89,14 @@ class PointSharding:
     def place_points(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The stored ``(N, C)`` point arrays, each device given its own rows when the device
         count divides ``N`` (each process then reads only its shard), else whole on every
-        device (the compiled step shards them, with XLA's padding)."""
+        device (the compiled step shards them, with XLA's padding). The arrays of a family
+        of input functions (a dict) are whole on every device: the point axis is the sharded
+        one, each device evaluating every instance at its points."""
         if not self.sharded:
             return batch
         n = len(self.devices)
-        return {k: self._place(v, self.points if np.shape(v)[0] % n == 0 else self.replicated)
+        return {k: self.replicate(v) if isinstance(v, dict) else
+                self._place(v, self.points if np.shape(v)[0] % n == 0 else self.replicated)
                 for k, v in batch.items()}
 
     def abstract(self, tree: Any) -> Any:
@@ -116,7 +119,9 @@ class PointSharding:
         """Inside ``jit``: each ``(N, C)`` point array sharded along its first axis."""
         if not self.sharded:
             return batch
-        return {k: jax.lax.with_sharding_constraint(v, self.points) for k, v in batch.items()}
+        return {k: jax.lax.with_sharding_constraint(
+                    v, self.replicated if isinstance(v, dict) else self.points)
+                for k, v in batch.items()}
 
     def constrain_replicated(self, tree: Any) -> Any:
         """Inside ``jit``: ``tree`` replicated (the state and records a chunk returns)."""
