@@ -130,6 +130,8 @@ class Registry:
                                for ps in self.pointsets}
         for fam in self.families:
             entry = {"values": jnp.asarray(fam.values, dtype)}
+            if fam.sampler is not None:
+                entry["sampler"] = jnp.asarray(fam.sampler, dtype)
             entry.update({f"paired_{i}": jnp.asarray(a, dtype)
                           for i, a in enumerate(fam.paired_data)})
             out[self.key(fam)] = entry

@@ -7,8 +7,10 @@ inside the evaluation of a field it reads the row of the instance being evaluate
 
 from __future__ import annotations
 
+import zlib
 from typing import TYPE_CHECKING, Sequence
 
+import jax
 import jax.numpy as jnp
 from jax.scipy.ndimage import map_coordinates
 
@@ -33,7 +35,12 @@ class FunctionValues(Expr):
         self.instances = fam
 
     def global_eval(self, ev):
-        return family_entry(ev, self.instances)["values"]
+        entry = family_entry(ev, self.instances)
+        if "sampler" not in entry or not ev.training or ev.rng is None:
+            return entry["values"]
+        key = jax.random.fold_in(ev.rng, zlib.crc32(ev.registry.key(self.instances).encode()))
+        z = jax.random.normal(key, entry["values"].shape, entry["values"].dtype)
+        return z @ entry["sampler"].T
 
 
 class PairedValues(Expr):

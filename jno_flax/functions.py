@@ -37,10 +37,13 @@ class FunctionSet:
             arrays; the rows flatten the grid with the first axis slowest). Needed by
             ``f(x)``.
         label: a short description for messages.
+        sampler: for a family drawn afresh at every training step, the ``(S, S)`` factor
+            ``L`` of its covariance: step ``s`` trains on ``z @ Lᵀ`` with ``z`` standard
+            normal from the step's key (``values`` is the draw used outside training).
     """
 
     def __init__(self, values: Any, axes: Sequence[np.ndarray] | None = None,
-                 label: str = "functions"):
+                 label: str = "functions", sampler: np.ndarray | None = None):
         arr = np.asarray(values, dtype=float)
         if arr.ndim < 2 or arr.shape[0] < 1:
             raise ValueError(f"`values` must have shape (n_functions, n_sensors) with at least "
@@ -55,6 +58,7 @@ class FunctionSet:
                              f"{tuple(len(a) for a in self.axes)} has "
                              f"{int(np.prod([len(a) for a in self.axes]))}.")
         self.label = label
+        self.sampler = None if sampler is None else np.asarray(sampler, float)
         self.paired_data: list[np.ndarray] = []
         self._expr = FunctionValues(self)
 
@@ -98,6 +102,9 @@ class FunctionSet:
         at the ``N`` points of their point set (a field, e.g. solution samples for
         ``(u - f.paired(u_data, x, t)).mse``); without, an ``(n, ...)`` array with one value
         per function (e.g. the solution on the sensor grid, for an FNO)."""
+        if self.sampler is not None:
+            raise ValueError(f"{self.describe()} draws new functions at every step "
+                             "(`resample=True`); paired data belongs to fixed functions.")
         arr = np.asarray(values, dtype=float)
         if arr.ndim < 1 or arr.shape[0] != self.n:
             raise ValueError(f"`values` must have one row per function of {self.describe()}: "
@@ -127,11 +134,16 @@ def _grid(x_range, y_range, n_sensors) -> tuple[np.ndarray, ...]:
 
 
 def grf(n_functions: int, x_range=(0.0, 1.0), y_range=None, n_sensors: int | tuple = 100,
-        length_scale: float = 0.2, variance: float = 1.0, seed: int = 0) -> FunctionSet:
+        length_scale: float = 0.2, variance: float = 1.0, seed: int = 0,
+        resample: bool = False) -> FunctionSet:
     """Samples of a zero-mean Gaussian random field with the RBF kernel
     ``k(x, x') = variance · exp(-|x - x'|² / (2 length_scale²))`` on a uniform sensor grid
-    (1-D, or 2-D with ``y_range``), drawn once with ``seed`` (Cholesky factor of the kernel
-    matrix with a 1e-10 relative jitter).
+    (1-D, or 2-D with ``y_range``), drawn with ``seed`` (Cholesky factor of the kernel matrix
+    with a 1e-10 relative jitter).
+
+    With ``resample=True`` every training step draws ``n_functions`` new samples inside the
+    compiled step (from the step's key, so a resumed run draws the same, and trackers recorded
+    at a step see that step's functions); ``crux.eval`` uses the draw of ``seed``.
     """
     n = _check_count("n_functions", n_functions)
     for arg, v in (("length_scale", length_scale), ("variance", variance)):
@@ -143,7 +155,10 @@ def grf(n_functions: int, x_range=(0.0, 1.0), y_range=None, n_sensors: int | tup
     kernel = variance * np.exp(-sq / (2.0 * length_scale ** 2))
     chol = np.linalg.cholesky(kernel + 1e-10 * variance * np.eye(len(mesh)))
     z = np.random.default_rng(seed).standard_normal((n, len(mesh)))
-    return FunctionSet(z @ chol.T, axes, label=f"GRF(l={length_scale:g})")
+    if not isinstance(resample, bool):
+        raise TypeError(f"`resample` must be True or False, got {resample!r}.")
+    return FunctionSet(z @ chol.T, axes, label=f"GRF(l={length_scale:g})",
+                       sampler=chol if resample else None)
 
 
 def array(values: Any, x_range=None, y_range=None) -> FunctionSet:

@@ -169,6 +169,26 @@ def test_grf_samples_have_the_kernel_covariance():
     assert np.abs(f.values.mean(axis=0)).max() < 5 * np.sqrt(2.0 / 20_000)
 
 
+def test_a_resampled_family_draws_new_functions_at_every_step():
+    f = jno.functions.grf(40, n_sensors=8, length_scale=0.3, seed=0, resample=True)
+    dom = jno.domain.interval(0, 1, n_interior=5, n_boundary=2, sampler="grid")
+    x, = dom.variable("interior")
+    net = jno.nn.wrap(_deeponet(8), name="G")
+    square = jnn.square(f).mean
+    crux = jno.core([net(f, x).mse.name("fit"), square.tracker(interval=1, name="f2")])
+    history = Trainer(max_steps=60, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False).fit(crux)
+    per_step = history.trackers["f2"].values
+    assert len(np.unique(per_step)) == 60                  # new functions at every step
+    # E[f²] = variance 1; each step's mean over 40 x 8 correlated values scatters ~0.15
+    assert abs(per_step.mean() - 1.0) < 0.1
+    np.testing.assert_allclose(crux.eval(square), np.mean(f.values ** 2), rtol=1e-5)
+    with pytest.raises(ValueError, match="draws 40 new functions at every step"):
+        Trainer(max_steps=1, batch_size={f: 10}, logger=False).fit(crux)
+    with pytest.raises(ValueError, match="paired data belongs to fixed functions"):
+        f.paired(np.zeros((40, 5)), x)
+
+
 def test_grf_2d_is_a_flattened_grid_and_interpolates():
     f = jno.functions.grf(2, x_range=(0, 1), y_range=(0, 2), n_sensors=(5, 7), seed=0)
     assert f.values.shape == (2, 35)

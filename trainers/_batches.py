@@ -99,6 +99,10 @@ def _family_size(registry, fam, size: int) -> str:
     """The batch key of a family given a mini-batch ``size`` (checked)."""
     if all(fam is not f for f in registry.families):
         raise ValueError(f"`batch_size` names {fam.describe()}, which this problem does not use.")
+    if fam.sampler is not None:
+        raise ValueError(f"`batch_size` names {fam.describe()}, which draws {fam.n} new "
+                         "functions at every step (`resample=True`); set `n_functions` to "
+                         "the number per step instead.")
     if size > fam.n:
         raise ValueError(f"`batch_size[{fam!r}]` is {size}, more than the {fam.n} functions of "
                          "the family; a mini-batch of instances is a subset.")
