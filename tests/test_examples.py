@@ -19,6 +19,11 @@ OUTPUTS = {"01_poisson_2d.py": "runs/01_poisson_2d/poisson_2d.png",
            "08_burgers.py": "runs/08_burgers/burgers.png",
            "09_multi_process.py": "runs/09_multi_process/poisson.png",
            "10_allen_cahn.py": "runs/10_allen_cahn/allen_cahn.png",
+           "11_antiderivative_operator.py":
+               "runs/11_antiderivative_operator/antiderivative.png",
+           "12_diffusion_reaction_operator.py":
+               "runs/12_diffusion_reaction_operator/diffusion_reaction.png",
+           "14_darcy_fno.py": "runs/14_darcy_fno/darcy.png",
            "13_poisson_natural_gradient.py":
                "runs/13_poisson_natural_gradient/poisson_engd.png"}
 
@@ -37,7 +42,8 @@ def _run(example: Path, cwd: Path, steps: int | None, timeout: int = 600) -> str
 #: tests cover (Trainer override points, diagnostics, adaptive weights); run with `-m slow`
 SLOW = {"03_custom_trainer.py", "04_ntk_diagnostics.py", "05_gradient_conflict.py",
         "06_adaptive_weights.py", "07_resume.py", "08_burgers.py", "09_multi_process.py",
-        "10_allen_cahn.py",
+        "10_allen_cahn.py", "11_antiderivative_operator.py",
+        "12_diffusion_reaction_operator.py", "14_darcy_fno.py",
         "13_poisson_natural_gradient.py"}   # its full run is a fast test below
 
 
@@ -133,3 +139,57 @@ def test_allen_cahn_reference_converges_well_below_the_pinn_error():
     assert np.all(np.abs(u) < 1.0 + 1e-6)           # the maximum principle of Allen–Cahn
     with pytest.raises(ValueError, match=r"`t_out` must be increasing multiples of dt"):
         module.reference_solution(np.array([0.00011]))
+
+
+def _load(name: str):
+    import importlib.util
+    path = next(e for e in EXAMPLES if e.name == name)
+    spec = importlib.util.spec_from_file_location(name[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines functions; trains only under __main__
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, bound", [("11_antiderivative_operator.py", 1e-2),
+                                         ("12_diffusion_reaction_operator.py", 2e-2),
+                                         ("14_darcy_fno.py", 2e-2)])
+def test_operator_examples_reach_their_stated_accuracy(tmp_path, name, bound):
+    """Mean relative L2 over the unseen inputs (the issue's bars: 1 % and 2 % in 15 min)."""
+    stdout = _run(next(e for e in EXAMPLES if e.name == name), tmp_path, steps=None,
+                  timeout=1800)
+    err = float(re.search(r"mean relative L2 error over [0-9]+ unseen [a-z ]+: "
+                          r"([0-9.e+-]+)", stdout).group(1))
+    seconds = float(re.search(r"steps in ([0-9]+) s", stdout).group(1))
+    assert err < bound and seconds < 900, stdout
+
+
+def test_diffusion_reaction_reference_converges_well_below_the_operator_error():
+    """The example's Crank–Nicolson finite differences: second order, and on its 101 x 101
+    grid within 1e-3 of a 4x finer one (the operator is measured at 2e-2)."""
+    import numpy as np
+    module = _load("12_diffusion_reaction_operator.py")
+    import jno_flax as jno
+    f = jno.functions.grf(8, n_sensors=100, length_scale=0.2, seed=5).values
+    s = np.linspace(0, 1, 100)
+    coarse, mid = module.solve_fd(f, s), module.solve_fd(f, s, nx=201, nt=201)[:, ::2, ::2]
+    fine = module.solve_fd(f, s, nx=401, nt=401)[:, ::4, ::4]
+    rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)  # noqa: E731
+    assert rel(coarse, fine) < 1e-3
+    assert 3.0 < rel(coarse, fine) / rel(mid, fine) < 5.5       # second order
+    assert np.all(coarse[:, 0] == 0) and np.all(coarse[:, :, [0, -1]] == 0)
+    # the equation holds on the grid (centred differences), once the corner layer of
+    # u(0, x) = 0 against f = 1 at the walls has diffused (t >= 0.1)
+    one = module.solve_fd(np.ones((1, 100)), s, nx=201, nt=201)[0]
+    u_t = (one[2:, 1:-1] - one[:-2, 1:-1]) / (2 / 200)
+    u_xx = (one[1:-1, 2:] - 2 * one[1:-1, 1:-1] + one[1:-1, :-2]) / (1 / 200) ** 2
+    resid = u_t - module.D * u_xx - module.K * one[1:-1, 1:-1] ** 2 - 1.0
+    assert np.abs(resid[19:]).max() < 1e-3
+
+
+def test_darcy_solver_is_exact_for_constant_permeability():
+    import numpy as np
+    module = _load("14_darcy_fno.py")
+    a = np.full((2, 33), [[2.0], [0.5]])
+    xs = np.linspace(0, 1, 33)
+    np.testing.assert_allclose(module.solve_darcy(a), xs * (1 - xs) / (2 * a), atol=1e-12)
