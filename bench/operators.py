@@ -17,18 +17,16 @@ Two hand-written loops: du/dx by ``jax.grad`` (how a PI-DeepONet is usually writ
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _hand import alternate, fit_runner
 from flax import nnx
 
 import jno_flax as jno
-from jno_flax.trainers import Trainer
 
 M, N_POINTS, BATCH = 100, 100, 100
 ROWS = {"full": 100, "minibatch": 10_000}     # functions in the family
@@ -96,14 +94,7 @@ def jno_runner(n_functions: int, chunk: int) -> Callable[[], float]:
     x0, = dom.variable("left")
     net = jno.nn.wrap(network(), name="G").optimizer(optax.adam(1e-3))
     crux = jno.core([(net(f, x).d(x) - f(x)).mse, net(f, x0).mse])
-    trainer = Trainer(max_steps=chunk, chunk_size=chunk, enable_progress_bar=False,
-                      logger=False, enable_model_summary=False, enable_checkpointing=False,
-                      batch_size={f: BATCH} if n_functions > BATCH else None)
-
-    def step() -> float:
-        trainer.max_steps = crux.global_step + chunk
-        return float(trainer.fit(crux).total_loss[-1])
-    return step
+    return fit_runner(crux, chunk, batch_size={f: BATCH} if n_functions > BATCH else None)
 
 
 def main() -> None:
@@ -122,14 +113,7 @@ def main() -> None:
         runners = {"hand": hand_runner(ROWS[name], args.chunk),
                    "hand_jvp": hand_runner(ROWS[name], args.chunk, forward=True),
                    "jno": jno_runner(ROWS[name], args.chunk)}
-        times: dict[str, list[float]] = {k: [] for k in runners}
-        final: dict[str, float] = {}
-        for _ in range(args.rounds + 1):
-            for key, run in runners.items():
-                t0 = time.perf_counter()
-                final[key] = run()
-                times[key].append(time.perf_counter() - t0)
-        rate = {k: args.chunk / statistics.median(v[1:]) for k, v in times.items()}
+        rate, _, final = alternate(runners, args.rounds, args.chunk)
         print(f"pi-deeponet {name:10s} hand (grad) {rate['hand']:6.1f}, hand (jvp) "
               f"{rate['hand_jvp']:6.1f}, jno {rate['jno']:6.1f} steps/s   ratio "
               f"{rate['jno'] / rate['hand']:5.3f}x / {rate['jno'] / rate['hand_jvp']:5.3f}x   "

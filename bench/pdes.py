@@ -38,8 +38,6 @@ Fourier features).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from typing import Callable
 
 import folx
@@ -47,12 +45,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _hand import scan_runner
+from _hand import alternate, fit_runner, scan_runner
 from flax import nnx
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
-from jno_flax.trainers import Trainer
 
 PI = float(np.pi)
 
@@ -313,15 +310,7 @@ def hand_runner(problem: Problem, chunk: int) -> Callable[[], float]:
 
 def jno_runner(problem: Problem, chunk: int) -> Callable[[], float]:
     net = jno.nn.wrap(problem.net(), name="u").optimizer(optax.adam(1e-3))
-    crux = jno.core(problem.jno_constraints(net))
-    trainer = Trainer(max_steps=chunk, chunk_size=chunk, enable_progress_bar=False,
-                      logger=False, enable_model_summary=False,
-                      enable_checkpointing=False)
-
-    def step() -> float:
-        trainer.max_steps = crux.global_step + chunk
-        return float(trainer.fit(crux).total_loss[-1])
-    return step
+    return fit_runner(jno.core(problem.jno_constraints(net)), chunk)
 
 
 def main() -> None:
@@ -335,17 +324,10 @@ def main() -> None:
     for name in args.problems.split(","):
         problem = make_problem(name)
         runners = {"hand": hand_runner(problem, args.chunk), "jno": jno_runner(problem, args.chunk)}
-        times: dict[str, list[float]] = {k: [] for k in runners}
-        final: dict[str, float] = {}
-        for _ in range(args.rounds + 1):
-            for key, run in runners.items():
-                t0 = time.perf_counter()
-                final[key] = run()
-                times[key].append(time.perf_counter() - t0)
-        rate = {k: args.chunk / statistics.median(v[1:]) for k, v in times.items()}
+        rate, first, final = alternate(runners, args.rounds, args.chunk)
         print(f"{name:19s} hand {rate['hand']:8.1f} steps/s   jno {rate['jno']:8.1f} steps/s   "
               f"ratio {rate['jno'] / rate['hand']:5.3f}x   first chunk hand "
-              f"{times['hand'][0]:5.2f} s, jno {times['jno'][0]:5.2f} s   final loss hand "
+              f"{first['hand']:5.2f} s, jno {first['jno']:5.2f} s   final loss hand "
               f"{final['hand']:.3e} jno {final['jno']:.3e}", flush=True)
 
 
