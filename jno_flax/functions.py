@@ -52,6 +52,11 @@ class FunctionSet:
             raise ValueError("`values` must be finite; it contains NaN or inf.")
         self.values = arr
         self.axes = None if axes is None else tuple(np.asarray(a, float) for a in axes)
+        for i, a in enumerate(self.axes or ()):
+            steps = np.diff(a)
+            if a.ndim != 1 or len(a) < 2 or not np.allclose(steps, steps[0]) or steps[0] <= 0:
+                raise ValueError(f"`axes[{i}]` must be an increasing uniform grid of at least "
+                                 f"two points, got {a!r}.")
         if self.axes is not None and arr.ndim == 2 and \
                 arr.shape[1] != int(np.prod([len(a) for a in self.axes])):
             raise ValueError(f"`values` has {arr.shape[1]} sensors per function, but the grid "

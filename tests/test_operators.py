@@ -347,3 +347,7 @@ def test_bad_family_arguments_are_refused():
     x, = dom.variable("interior")
     with pytest.raises(ValueError, match="has no sensor grid"):
         f(x)
+    with pytest.raises(ValueError, match=r"`axes\[0\]` must be an increasing uniform grid"):
+        jno.functions.FunctionSet(np.zeros((2, 3)), axes=[np.array([0.0, 0.1, 0.5])])
+    with pytest.raises(ValueError, match="has 3 sensors per function, but the grid"):
+        jno.functions.FunctionSet(np.zeros((2, 3)), axes=[np.linspace(0, 1, 4)])
