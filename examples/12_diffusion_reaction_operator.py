@@ -7,7 +7,7 @@ Perdikaris 2021, section 3.2):
 learned as the operator f ↦ u from 5000 source terms f drawn from a Gaussian random field
 (RBF kernel, length scale 0.2, 100 sensors) with no solution data: only the residual. The
 initial and boundary values are exact through the output transform
-``u = x (1 - x) t · G(f)(x, t)``. Each step trains on 100 functions and 500 of 4096 Sobol
+``u = x (1 - x) t · G(f)(x, t)``. Each step trains on 50 functions and 100 of 4096 Sobol
 collocation points (``Trainer(batch_size={f: 50, x: 100})``); the DeepONet has
 100 -> 5 x 50 tanh branch and 2 -> 5 x 50 tanh trunk nets.
 
