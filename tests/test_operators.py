@@ -85,6 +85,22 @@ def test_deeponet_with_a_branch_that_ignores_its_input_is_a_plain_trunk_network(
     np.testing.assert_allclose(per_instance, np.broadcast_to(single, (6, 9, 1)), rtol=1e-6)
 
 
+def test_deeponet_with_several_outputs_pairs_each_with_its_own_basis():
+    branch = jno.nn.MLP(4, 6, hidden=8, depth=1, rngs=nnx.Rngs(0))
+    trunk = jno.nn.MLP(2, 6, hidden=8, depth=1, rngs=nnx.Rngs(1))
+    net = jno.nn.DeepONet(branch, trunk, 3, n_sensors=4, n_coords=2, n_outputs=2)
+    net.bias[...] = jnp.asarray([0.5, -1.0])
+    f, y = jnp.arange(4.0) / 4, jnp.asarray([0.3, 0.7])
+    b, t = branch(f).reshape(2, 3), trunk(y).reshape(2, 3)
+    out = net(f, y[:1], y[1:])                          # coordinates given apart
+    np.testing.assert_allclose(out, jnp.sum(b * t, axis=1) + net.bias[...], rtol=1e-6)
+    np.testing.assert_allclose(net(jnp.concatenate([f, y])), out, rtol=1e-6)
+    bad = jno.nn.DeepONet(branch, jno.nn.MLP(2, 5, hidden=8, depth=1, rngs=nnx.Rngs(2)), 3,
+                          n_sensors=4, n_coords=2, n_outputs=2)
+    with pytest.raises(ValueError, match=r"trunk must return p · n_outputs = 6 values, got"):
+        bad(f, y)
+
+
 def test_per_instance_derivatives_are_exact_for_an_analytic_operator():
     params = np.array([[1.0, 0.5], [-2.0, 1.5], [0.5, 3.0]])
     fam = jno.functions.parameters(params)
