@@ -90,7 +90,9 @@ class Trainer(TrainingStep, LightningAttributes):
         batch_size: mini-batches: every step trains on a random subset of the points, drawn
             inside the step from the state's PRNG key (without replacement). An int applies
             to every point set with more points; ``{variable: size}`` to the point set of each
-            variable (``{x: 1024}``). Trackers, diagnostics and ``crux.eval`` use all points.
+            variable (``{x: 1024}``), ``{f: size}`` to the functions of a family of input
+            functions (``{f: 64}``: 64 instances per step). Trackers, diagnostics and
+            ``crux.eval`` use all points and functions.
         enable_checkpointing: as in Lightning, add a ``ModelCheckpoint()`` when the callbacks
             hold none: the last checkpoint of every fit in the run's version folder
             (``runs/default/version_<n>/checkpoints``), which ``fit(..., ckpt_path="last")``
