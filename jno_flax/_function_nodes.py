@@ -31,7 +31,7 @@ class FunctionValues(Expr):
 
     def __init__(self, fam: "FunctionSet"):
         super().__init__((), None, fam.values.shape[1:], default_float(), "functions",
-                         ("functions", id(fam), unique_op()))
+                         ("functions", unique_op()))
         self.instances = fam
 
     def global_eval(self, ev):
@@ -91,8 +91,6 @@ class PairedData(Expr):
     def __init__(self, fam: "FunctionSet", index: int, coords: Sequence[Expr]):
         ps = _check_coords(fam, coords, "`paired` data")
         arr = fam.paired_data[index]
-        if arr.ndim == 2:
-            arr = fam.paired_data[index] = arr[..., None]
         if arr.ndim != 3 or arr.shape[1] != ps.n:
             raise ValueError(f"`values` of paired data at {ps.describe()} must have shape "
                              f"({fam.n}, {ps.n}) or ({fam.n}, {ps.n}, D): one row per function "

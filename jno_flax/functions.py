@@ -17,12 +17,12 @@ samples for data-driven training).
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Sequence
 
 import numpy as np
 
 from jno_flax.geometry import check_range
+from jno_flax._checks import positive_int, positive_number
 from jno_flax._function_nodes import FunctionAt, FunctionValues, PairedData, PairedValues
 
 __all__ = ["FunctionSet", "grf", "array", "parameters"]
@@ -114,17 +114,13 @@ class FunctionSet:
         if arr.ndim < 1 or arr.shape[0] != self.n:
             raise ValueError(f"`values` must have one row per function of {self.describe()}: "
                              f"shape ({self.n}, ...), got {arr.shape}.")
+        if coords and arr.ndim == 2:
+            arr = arr[..., None]                   # one component per point
         self.paired_data.append(arr)
         index = len(self.paired_data) - 1
         if not coords:
             return PairedValues(self, index)
         return PairedData(self, index, coords)
-
-
-def _check_count(arg: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{arg}` must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def _grid(x_range, y_range, n_sensors) -> tuple[np.ndarray, ...]:
@@ -134,7 +130,7 @@ def _grid(x_range, y_range, n_sensors) -> tuple[np.ndarray, ...]:
     counts = n_sensors if isinstance(n_sensors, (tuple, list)) else (n_sensors,) * len(ranges)
     if len(counts) != len(ranges):
         raise ValueError(f"`n_sensors` gives {len(counts)} counts for {len(ranges)} axes.")
-    counts = [_check_count("n_sensors", c) for c in counts]
+    counts = [positive_int("n_sensors", c) for c in counts]
     return tuple(np.linspace(lo, hi, c) for (lo, hi), c in zip(ranges, counts))
 
 
@@ -150,10 +146,9 @@ def grf(n_functions: int, x_range=(0.0, 1.0), y_range=None, n_sensors: int | tup
     compiled step (from the step's key, so a resumed run draws the same, and trackers recorded
     at a step see that step's functions); ``crux.eval`` uses the draw of ``seed``.
     """
-    n = _check_count("n_functions", n_functions)
-    for arg, v in (("length_scale", length_scale), ("variance", variance)):
-        if not isinstance(v, numbers.Real) or not v > 0:
-            raise ValueError(f"`{arg}` must be a positive number, got {v!r}.")
+    n = positive_int("n_functions", n_functions)
+    length_scale = positive_number("length_scale", length_scale)
+    variance = positive_number("variance", variance)
     axes = _grid(x_range, y_range, n_sensors)
     mesh = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1)
     sq = np.sum((mesh[:, None, :] - mesh[None, :, :]) ** 2, axis=-1)
