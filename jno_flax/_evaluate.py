@@ -263,13 +263,15 @@ class Evaluator:
             for r, o in zip(roots, outs):
                 self.cache[r.key] = o[None]
             return
-        for leaf in walk(roots, hidden=False):
-            if isinstance(leaf, PairedData) and all(leaf.key is not n.key for n in known):
-                self.cache.setdefault(leaf.key, leaf.whole(self))
-                known.append(leaf)
-        rows = list({c.key: c for n in walk(roots, hidden=False) if n.pointset is not None
-                     for c in n.children
-                     if c.pointset is None and c.instances is instances}.values())
+        reads: dict[Key, Expr] = {}  # the per-instance values the group's fields read
+        for node in walk(roots, hidden=False):
+            if isinstance(node, PairedData) and all(node.key is not n.key for n in known):
+                self.cache.setdefault(node.key, node.whole(self))
+                known.append(node)
+            if node.pointset is not None:
+                reads.update({c.key: c for c in node.children
+                              if c.pointset is None and c.instances is instances})
+        rows = list(reads.values())
         for g in rows:
             self.value(g)
         per_point = self._per_point(ps, roots, known, rows)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jno_flax._dtypes import default_float
 from jno_flax._evaluate import walk
 from jno_flax._expr import Expr
+from jno_flax._function_nodes import PairedData
 from jno_flax._pointset import PointSet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,7 +104,6 @@ def point_data_users(outputs: Sequence[Expr], ps: PointSet) -> list[str]:
     """Labels of operations that match fields on ``ps`` with per-point data arrays (an
     ``(N, D)`` constant combined point by point): they hold one row per *stored* point, so the
     points of ``ps`` cannot change under them."""
-    from jno_flax._function_nodes import PairedData
     found = []
     for node in walk(outputs):
         if isinstance(node, PairedData) and node.pointset is ps:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 
 from jno_flax._expr import Expr
+from jno_flax.functions import FunctionSet
 from jno_flax._sampling import point_data_users, step_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,7 +39,6 @@ def _label(var: Any) -> str:
 
 
 def _is_family(key: Any) -> bool:
-    from jno_flax.functions import FunctionSet
     return isinstance(key, FunctionSet)
 
 
