@@ -8,27 +8,33 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
-def scan_runner(loss: Callable[[Any], jax.Array], params: Any,
-                tx: optax.GradientTransformation, chunk: int) -> Callable[[], float]:
+def scan_runner(loss: Callable[..., jax.Array], params: Any,
+                tx: optax.GradientTransformation, chunk: int,
+                key: jax.Array | None = None) -> Callable[[], float]:
     """A function that trains ``chunk`` more steps of ``loss`` (one compiled ``lax.scan``) and
-    returns the last step's loss."""
+    returns the last step's loss. With ``key``, ``loss(params, step_key)`` receives
+    ``fold_in(key, s)`` at step ``s`` (counted across calls), for in-step random draws."""
 
     @jax.jit
-    def run(params, opt_state):
-        def body(carry, _):
+    def run(params, opt_state, s0):
+        def body(carry, s):
             p, o = carry
-            value, g = jax.value_and_grad(loss)(p)
+            args = () if key is None else (jax.random.fold_in(key, s),)
+            value, g = jax.value_and_grad(loss)(p, *args)
             updates, o = tx.update(g, o, p)
             return (optax.apply_updates(p, updates), o), value
-        return jax.lax.scan(body, (params, opt_state), None, length=chunk)
+        return jax.lax.scan(body, (params, opt_state), s0 + jnp.arange(chunk))
 
     carry = [(params, tx.init(params))]
+    done = [0]
 
     def step() -> float:
-        carry[0], losses = run(*carry[0])
+        carry[0], losses = run(*carry[0], done[0])
+        done[0] += chunk
         return float(jax.block_until_ready(losses)[-1])
     return step
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _hand import alternate, fit_runner
+from _hand import alternate, fit_runner, scan_runner
 from flax import nnx
 
 import jno_flax as jno
@@ -69,22 +69,7 @@ def hand_runner(n_functions: int, chunk: int, forward: bool = False) -> Callable
         ic = jax.vmap(lambda fb: u(fb, jnp.zeros(())))(f)
         return jnp.mean((du - fx) ** 2) + jnp.mean(ic ** 2)
 
-    @jax.jit
-    def run(params, opt_state, key):
-        def body(carry, step):
-            p, o = carry
-            value, g = jax.value_and_grad(loss)(p, jax.random.fold_in(key, step))
-            updates, o = tx.update(g, o, p)
-            return (optax.apply_updates(p, updates), o), value
-        return jax.lax.scan(body, (params, opt_state), jnp.arange(chunk))
-
-    carry = [(params, tx.init(params))]
-    key = jax.random.key(0)
-
-    def step() -> float:
-        carry[0], losses = run(*carry[0], key)
-        return float(jax.block_until_ready(losses)[-1])
-    return step
+    return scan_runner(loss, params, tx, chunk, key=jax.random.key(0))
 
 
 def jno_runner(n_functions: int, chunk: int) -> Callable[[], float]:
