@@ -14,16 +14,22 @@ import optax
 
 def scan_runner(loss: Callable[..., jax.Array], params: Any,
                 tx: optax.GradientTransformation, chunk: int,
-                key: jax.Array | None = None) -> Callable[[], float]:
+                key: jax.Array | None = None, data: Any = None) -> Callable[[], float]:
     """A function that trains ``chunk`` more steps of ``loss`` (one compiled ``lax.scan``) and
-    returns the last step's loss. With ``key``, ``loss(params, step_key)`` receives
-    ``fold_in(key, s)`` at step ``s`` (counted across calls), for in-step random draws."""
+    returns the last step's loss. With ``data`` (the points, a pytree of arrays), the loss is
+    ``loss(params, data)`` and the data enter the compiled loop as an argument, as a batch does
+    in a training loop (closed over, they would be compile-time constants: XLA would fold
+    everything computed from the points alone, such as an embedding of fixed coordinates,
+    which no loop that samples or mini-batches its points gets). With ``key``, the loss also
+    receives ``fold_in(key, s)`` at step ``s`` (counted across calls), for in-step random
+    draws."""
 
     @jax.jit
-    def run(params, opt_state, s0):
+    def run(params, opt_state, s0, data):
         def body(carry, s):
             p, o = carry
-            args = () if key is None else (jax.random.fold_in(key, s),)
+            args = (() if data is None else (data,)) + (
+                () if key is None else (jax.random.fold_in(key, s),))
             value, g = jax.value_and_grad(loss)(p, *args)
             updates, o = tx.update(g, o, p)
             return (optax.apply_updates(p, updates), o), value
@@ -33,7 +39,7 @@ def scan_runner(loss: Callable[..., jax.Array], params: Any,
     done = [0]
 
     def step() -> float:
-        carry[0], losses = run(*carry[0], done[0])
+        carry[0], losses = run(*carry[0], done[0], data)
         done[0] += chunk
         return float(jax.block_until_ready(losses)[-1])
     return step

@@ -2,11 +2,11 @@
 
 Each problem is trained by two runners on the same points, network initialisation and optimizer
 (adam 1e-3, float32): ``hand``, a ``jax.jit`` + ``lax.scan`` loop whose derivatives are written
-by hand as a JAX user would (listed below), and ``jno``, the same problem written as
-expressions. Each runner advances its own copy by one chunk of ``--chunk`` steps per round;
-rounds alternate the runners so machine noise hits both alike. Printed: steady steps/s
-(median over rounds after the first), the ratio jno / hand, and each runner's first chunk
-(compilation + one chunk).
+by hand as a JAX user would (listed below; the points enter the compiled loop as an argument,
+as a batch does), and ``jno``, the same problem written as expressions. Each runner advances
+its own copy by one chunk of ``--chunk`` steps per round; rounds alternate the runners so
+machine noise hits both alike. Printed: steady steps/s (median over rounds after the first),
+the ratio jno / hand, and each runner's first chunk (compilation + one chunk).
 
 =============  ==========================================  ====================================
 problem        residual                                    hand-written derivatives
@@ -302,10 +302,10 @@ def hand_runner(problem: Problem, chunk: int) -> Callable[[], float]:
     pts = problem.arrays()
     tx = optax.adam(1e-3)
 
-    def loss(p):
+    def loss(p, pts):
         return problem.hand_loss(nnx.merge(graphdef, p, rest), pts)
 
-    return scan_runner(loss, params, tx, chunk)
+    return scan_runner(loss, params, tx, chunk, data=pts)
 
 
 def jno_runner(problem: Problem, chunk: int) -> Callable[[], float]:
