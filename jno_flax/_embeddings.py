@@ -23,14 +23,20 @@ class FourierFeatures(nnx.Module):
     ``out_features = n_features`` (even). ``B`` is fixed (an ``nnx.Variable``, not an
     ``nnx.Param``: it is not trained and not in parameter Jacobians) unless ``trainable=True``.
     ``scale`` sets the frequencies (Tancik's σ times 2π); ``kernel=`` gives ``B`` directly.
+    ``include_input=True`` puts the coordinates themselves in front, ``[x, cos(x B),
+    sin(x B)]`` (``out_features = in_features + n_features``, as NeRF's positional encoding
+    does): the network keeps a direct path to x, so a sharp front in x (a tanh profile) needs
+    no synthesis from sinusoids.
 
     >>> emb = FourierFeatures(2, 128, scale=2.0, rngs=nnx.Rngs(0))   # (..., 2) -> (..., 128)
     """
 
     def __init__(self, in_features: int, n_features: int = 128, *, scale: float = 1.0,
-                 kernel=None, trainable: bool = False, param_dtype=None,
-                 rngs: nnx.Rngs | None = None):
+                 kernel=None, trainable: bool = False, include_input: bool = False,
+                 param_dtype=None, rngs: nnx.Rngs | None = None):
         check_sizes(in_features=in_features, n_features=n_features)
+        if not isinstance(include_input, bool):
+            raise TypeError(f"`include_input` must be True or False, got {include_input!r}.")
         if n_features % 2:
             raise ValueError(f"`n_features` must be even (cos and sin of each frequency), "
                              f"got {n_features!r}.")
@@ -44,12 +50,15 @@ class FourierFeatures(nnx.Module):
             raise ValueError(f"`kernel` must have shape (in_features, n_features // 2) = "
                              f"{(in_features, n_features // 2)}, got {tuple(kernel.shape)}.")
         self.kernel = nnx.Param(kernel) if trainable else nnx.Variable(kernel)
-        self.in_features, self.out_features = in_features, n_features
+        self.include_input = include_input
+        self.in_features = in_features
+        self.out_features = n_features + (in_features if include_input else 0)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_width(self, self.in_features, x)
         z = x @ self.kernel[...]
-        return jnp.concatenate([jnp.cos(z), jnp.sin(z)], axis=-1)
+        parts = [x] if self.include_input else []
+        return jnp.concatenate([*parts, jnp.cos(z), jnp.sin(z)], axis=-1)
 
 
 class PeriodicEmbedding(nnx.Module):

@@ -44,6 +44,20 @@ def test_fourier_features_of_a_known_kernel():
                                          nnx.Param))) == 1
 
 
+def test_fourier_features_with_the_input_in_front():
+    B = np.array([[1.0, 0.5], [0.0, 2.0]])
+    emb = N.FourierFeatures(2, 4, kernel=B, include_input=True)
+    x = np.array([[0.3, -0.7], [1.1, 0.2]])
+    z = x @ B
+    np.testing.assert_allclose(emb(jnp.asarray(x)),
+                               np.concatenate([x, np.cos(z), np.sin(z)], -1), rtol=1e-6)
+    assert (emb.in_features, emb.out_features) == (2, 6)
+    net = N.Sequential(emb, N.ModifiedMLP(6, 1, hidden=4, depth=2, rngs=nnx.Rngs(0)))
+    assert net(jnp.asarray(x)).shape == (2, 1)
+    with pytest.raises(TypeError, match=r"`include_input` must be True or False, got 'yes'"):
+        N.FourierFeatures(2, 4, include_input="yes")
+
+
 def test_fourier_kernel_has_the_requested_scale():
     emb = N.FourierFeatures(3, 4000, scale=2.5, rngs=nnx.Rngs(1))
     std = float(np.std(np.asarray(emb.kernel[...])))
