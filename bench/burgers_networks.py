@@ -14,7 +14,10 @@ a quasi-Newton step costs about the same for each:
 - ``fourier_modified``: 16 Fourier features (scale 1) of (x, t), then a 6 x 20 modified MLP;
 - ``pirate``: PirateNet, 2 blocks of width 20 on 20 Fourier features (scale 1), the output
   layer fitted to the initial condition held constant in time on the interior points
-  (``pi_init``).
+  (``pi_init``);
+- not run unless named: ``fourier_input_modified`` (``fourier_modified`` with
+  ``include_input=True``) and ``periodic_fourier_modified`` (a periodic embedding of x,
+  period 2, in front of ``fourier_modified``).
 
     python bench/burgers_networks.py                            # 30 s + 150 s per network
     python bench/burgers_networks.py --adam 20 --qn 60 --networks mlp,pirate
@@ -54,12 +57,19 @@ def networks(dom) -> dict:
         xt = dom.points("interior")   # u(x, t) = u(x, 0) over the whole domain
         net.pi_init(xt, -np.sin(np.pi * xt[:, 0]))
         return net
+    def fourier_modified(periodic=False, include_input=False):
+        d = 3 if periodic else 2    # the periodic embedding maps x to (cos πx, sin πx)
+        front = [nn.PeriodicEmbedding(2, axes=(0,), periods=(2.0,))] if periodic else []
+        width = 16 + d * include_input
+        return lambda: nn.Sequential(
+            *front, nn.FourierFeatures(d, 16, scale=1.0, include_input=include_input, rngs=r()),
+            nn.ModifiedMLP(width, 1, hidden=20, depth=6, rngs=r()))
     return {
         "mlp": lambda: nn.MLP(2, 1, hidden=20, depth=8, rngs=r()),
-        "fourier_modified": lambda: nn.Sequential(
-            nn.FourierFeatures(2, 16, scale=1.0, rngs=r()),
-            nn.ModifiedMLP(16, 1, hidden=20, depth=6, rngs=r())),
+        "fourier_modified": fourier_modified(),
         "pirate": pirate,
+        "fourier_input_modified": fourier_modified(include_input=True),
+        "periodic_fourier_modified": fourier_modified(periodic=True),
     }
 
 
