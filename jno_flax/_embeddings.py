@@ -25,8 +25,7 @@ class FourierFeatures(nnx.Module):
     ``scale`` sets the frequencies (Tancik's σ times 2π); ``kernel=`` gives ``B`` directly.
     ``include_input=True`` puts the coordinates themselves in front, ``[x, cos(x B),
     sin(x B)]`` (``out_features = in_features + n_features``, as NeRF's positional encoding
-    does): the network keeps a direct path to x, so a sharp front in x (a tanh profile) needs
-    no synthesis from sinusoids.
+    does): the network keeps a direct path to the coordinates.
 
     >>> emb = FourierFeatures(2, 128, scale=2.0, rngs=nnx.Rngs(0))   # (..., 2) -> (..., 128)
     """
