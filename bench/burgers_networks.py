@@ -57,6 +57,7 @@ def networks(dom) -> dict:
         xt = dom.points("interior")   # u(x, t) = u(x, 0) over the whole domain
         net.pi_init(xt, -np.sin(np.pi * xt[:, 0]))
         return net
+
     def fourier_modified(periodic=False, include_input=False):
         d = 3 if periodic else 2    # the periodic embedding maps x to (cos πx, sin πx)
         front = [nn.PeriodicEmbedding(2, axes=(0,), periods=(2.0,))] if periodic else []
