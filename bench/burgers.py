@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _hand import alternate, fit_runner
 from flax import nnx
 from pdes import Burgers
 
 import jno_flax as jno
 from jno_flax.callbacks import SwitchOptimizer
-from jno_flax.trainers import Trainer
 
 
 def _exact_solution():
@@ -86,18 +84,11 @@ class JnoRunner:
         self.crux = jno.core(problem.jno_constraints(net))
         self.x, self.t = problem.dom.variable("interior")
         self.u = net(self.x, self.t)
-        self.chunk = chunk
-        self.trainer = Trainer(max_steps=chunk, chunk_size=chunk, enable_progress_bar=False,
-                               logger=False, enable_model_summary=False,
-                               enable_checkpointing=False,
+        self.step = fit_runner(self.crux, chunk,
                                callbacks=[SwitchOptimizer(adam_steps, optax.lbfgs())])
 
     def phase(self, tx) -> None:  # the SwitchOptimizer changes the transform in the run
         pass
-
-    def step(self) -> float:
-        self.trainer.max_steps = self.crux.global_step + self.chunk
-        return float(self.trainer.fit(self.crux).total_loss[-1])
 
     def predict(self, tx: np.ndarray) -> np.ndarray:
         return np.asarray(self.crux.eval(self.u, inputs={self.x: tx[:, :1],
@@ -123,16 +114,10 @@ def main() -> None:
     runners = {"hand": HandRunner(problem, args.chunk),
                "jno": JnoRunner(problem, args.chunk, args.adam)}
     for phase, steps, tx in (("adam", args.adam, adam()), ("lbfgs", args.lbfgs, optax.lbfgs())):
-        times: dict[str, list[float]] = {k: [] for k in runners}
-        final: dict[str, float] = {}
         for r in runners.values():
             r.phase(tx)
-        for _ in range(steps // args.chunk):
-            for key, r in runners.items():
-                t0 = time.perf_counter()
-                final[key] = r.step()
-                times[key].append(time.perf_counter() - t0)
-        rate = {k: args.chunk / statistics.median(v[1:]) for k, v in times.items()}
+        rate, _, final = alternate({k: r.step for k, r in runners.items()},
+                                   steps // args.chunk - 1, args.chunk)
         err = {k: float(np.linalg.norm(r.predict(grid) - exact) / np.linalg.norm(exact))
                for k, r in runners.items()}
         print(f"{phase:6s} {steps:5d} steps   hand {rate['hand']:7.1f} steps/s   jno "

@@ -20,12 +20,12 @@ import time
 
 import jax
 import jax.numpy as jnp
+from _hand import alternate, fit_runner
 from _reference import reference_poisson
 from flax import nnx
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
-from jno_flax.trainers import Trainer
 
 PI = float(jnp.pi)
 
@@ -60,19 +60,8 @@ def tracker_overhead(rounds: int = 4, chunk: int = 1000) -> dict:
         if name != "plain":
             J_out = u.grad(net.mask(nnx.PathContains("output_layer")))
             items.append(jnn.tracker(jnn.mean(J_out**2), interval=50, name="J_out"))
-        crux = jno.core(items)
-        trainer = Trainer(max_steps=chunk, chunk_size=chunk, enable_progress_bar=False,
-                      logger=False, enable_model_summary=False,
-                      enable_checkpointing=False)
-        runners[name] = (crux, trainer)
-    times = {n: [] for n in runners}
-    for _ in range(rounds + 1):
-        for name, (crux, trainer) in runners.items():
-            trainer.max_steps = crux.global_step + chunk
-            t0 = time.perf_counter()
-            trainer.fit(crux)
-            times[name].append(time.perf_counter() - t0)
-    rates = {n: chunk / statistics.median(t[1:]) for n, t in times.items()}
+        runners[name] = fit_runner(jno.core(items), chunk)
+    rates, _, _ = alternate(runners, rounds, chunk)
     return {"steps_per_s": rates, "ratio": rates["masked-J every 50"] / rates["plain"]}
 
 
