@@ -302,8 +302,8 @@ def hand_runner(problem: Problem, chunk: int) -> Callable[[], float]:
     pts = problem.arrays()
     tx = optax.adam(1e-3)
 
-    def loss(p, pts):
-        return problem.hand_loss(nnx.merge(graphdef, p, rest), pts)
+    def loss(p, points):
+        return problem.hand_loss(nnx.merge(graphdef, p, rest), points)
 
     return scan_runner(loss, params, tx, chunk, data=pts)
 
