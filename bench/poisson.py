@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _hand import scan_runner
+from _hand import alternate, scan_runner
 from flax import nnx
 
 import jno_flax as jno
@@ -209,23 +209,16 @@ def main() -> None:
     for name in names:
         runners[name] = (hand_runner(args.chunk) if name == "hand"
                          else jno_runner(args.chunk, name.partition("+")[2] or "plain"))
-    times: dict[str, list[float]] = {n: [] for n in names}
-    final: dict[str, float] = {}
-    for _ in range(args.rounds + 1):
-        for name in names:
-            t0 = time.perf_counter()
-            final[name] = runners[name]()
-            times[name].append(time.perf_counter() - t0)
+    rates, first, final = alternate(runners, args.rounds, args.chunk)
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
           f"chunk={args.chunk}, rounds={args.rounds}")
     base = None
     for name in names:
-        steady = statistics.median(times[name][1:])
-        rate = args.chunk / steady
+        rate = rates[name]
         base = rate if name == "hand" else base
         ratio = f"{rate / base:6.3f}x hand" if base else ""
         print(f"{name:18s} {rate:8.1f} steps/s  {ratio}  first chunk (compile+run) "
-              f"{times[name][0]:6.2f} s  -> compile ~{times[name][0] - steady:5.2f} s  "
+              f"{first[name]:6.2f} s  -> compile ~{first[name] - args.chunk / rate:5.2f} s  "
               f"final loss {final[name]:.3e}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {rss:.0f} MB")
