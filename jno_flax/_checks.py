@@ -6,6 +6,7 @@ accepted, e.g. ``ValueError: `interval` must be a positive integer (steps), got 
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -34,6 +35,18 @@ def positive_number(arg: str, value: Any) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
         raise ValueError(f"`{arg}` must be a positive number, got {value!r}.")
     return float(value)
+
+
+def learning_rate(arg: str, value: Any) -> Any:
+    """``value`` as a learning rate: a finite number > 0, or a schedule (a callable of the
+    step count, as optax takes)."""
+    if callable(value):
+        return value
+    if (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0):
+        return float(value)
+    raise ValueError(f"`{arg}` must be a finite positive number or an optax schedule (a "
+                     f"function of the step count), got {value!r}.")
 
 
 def unit_interval(arg: str, value: Any) -> float:

@@ -37,7 +37,7 @@ def test_the_eigenbasis_diagonalises_the_factors_and_refreshes_on_schedule():
     tx = scale_by_soap(precondition_frequency=3)
     state = tx.init(params)
     assert state.left["w"].shape == (4, 4) and state.right["w"].shape == (3, 3)
-    assert state.left["b"].shape == (0, 0)   # biases: plain Adam
+    assert state.left["b"].shape == ()   # biases: plain Adam (a scalar, never a size-0 array)
     bases = []
     for g in _grads(4):
         _, state = tx.update(g, state, params)
@@ -63,7 +63,11 @@ def test_soap_trains_the_tiny_problem():
     ({"max_precond_dim": -1}, r"`max_precond_dim` must be >= 0 \(0: plain Adam\), got -1"),
     ({"precondition_frequency": 0}, r"`precondition_frequency` must be a positive integer"),
     ({"b1": 1.5}, r"`b1` must be a number in \[0, 1\], got 1.5"),
-], ids=["max_precond_dim", "frequency", "b1"])
+    ({"learning_rate": -1e-2}, r"`learning_rate` must be a finite positive number or an optax "
+                               r"schedule .*, got -0.01"),
+    ({"learning_rate": 0}, r"`learning_rate` must be a finite positive number.*, got 0\."),
+    ({"learning_rate": float("nan")}, r"`learning_rate` must be a finite positive.*, got nan"),
+], ids=["max_precond_dim", "frequency", "b1", "negative_lr", "zero_lr", "nan_lr"])
 def test_bad_soap_arguments_are_clear_errors(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         soap(**kwargs)

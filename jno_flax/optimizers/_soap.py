@@ -13,8 +13,9 @@ every ``precondition_frequency`` steps their eigenvectors ``Q_L``, ``Q_R`` are r
 with Adam's bias corrections ``m̂ = m / (1 - β₁ᵗ)``, ``v̂ = v / (1 - β₂ᵗ)``. On step 1 the
 eigenbasis is that of the first gradient's factors. Leaves that are not matrices (biases,
 scalars) and matrix sides longer than ``max_precond_dim`` keep the identity on that side, so
-with ``max_precond_dim=0`` SOAP is exactly Adam. As in the paper, ``v`` is not rotated when
-the eigenbasis is refreshed.
+with ``max_precond_dim=0`` SOAP is exactly Adam. A side without a preconditioner holds a
+scalar ``0`` in the state (not an empty array: orbax cannot save arrays of size zero). As in
+the paper, ``v`` is not rotated when the eigenbasis is refreshed.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jno_flax._checks import integer, positive_int, unit_interval
+from jno_flax._checks import integer, learning_rate as check_learning_rate
+from jno_flax._checks import positive_int, unit_interval
 
 
 class SoapState(NamedTuple):
     """State of :func:`scale_by_soap`; per-leaf pytrees like the parameters. Sides without a
-    preconditioner hold ``(0, 0)`` arrays."""
+    preconditioner hold a scalar ``0`` (:data:`NO_FACTOR`'s shape)."""
 
     count: jax.Array
     mu: Any
@@ -39,6 +41,15 @@ class SoapState(NamedTuple):
     right: Any
     q_left: Any
     q_right: Any
+
+
+#: the shape of a side without a preconditioner (the identity)
+NO_FACTOR = ()
+
+
+def _preconditioned(x: jax.Array) -> bool:
+    """A factor or eigenbasis of a preconditioned side (a matrix; the identity is a scalar)."""
+    return x.ndim == 2
 
 
 def _sides(shape: tuple[int, ...], max_dim: int) -> tuple[int, int]:
@@ -50,15 +61,15 @@ def _sides(shape: tuple[int, ...], max_dim: int) -> tuple[int, int]:
 
 def _rotate(x: jax.Array, ql: jax.Array, qr: jax.Array, inverse: bool = False) -> jax.Array:
     """``Q_Lᵀ x Q_R`` (``Q_L x Q_Rᵀ`` when ``inverse``), skipping identity sides."""
-    if ql.size:
+    if _preconditioned(ql):
         x = (ql if inverse else ql.T) @ x
-    if qr.size:
+    if _preconditioned(qr):
         x = x @ (qr.T if inverse else qr)
     return x
 
 
 def _eigenvectors(factor: jax.Array) -> jax.Array:
-    if not factor.size:
+    if not _preconditioned(factor):
         return factor
     # a tiny ridge keeps eigh well-defined for the rank-deficient first factors
     ridge = 1e-30 if factor.dtype == jnp.float64 else 1e-20
@@ -79,10 +90,12 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
     def init_fn(params: Any) -> SoapState:
         def factor(p, side):
             n = _sides(p.shape, max_dim)[side]
-            return jnp.zeros((n, n), p.dtype)
+            return jnp.zeros((n, n) if n else NO_FACTOR, p.dtype)
         left = jax.tree.map(lambda p: factor(p, 0), params)
         right = jax.tree.map(lambda p: factor(p, 1), params)
-        eye = lambda f: jnp.eye(f.shape[0], dtype=f.dtype)  # noqa: E731
+
+        def eye(f):
+            return jnp.eye(f.shape[0], dtype=f.dtype) if _preconditioned(f) else f
         return SoapState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params),
                          jax.tree.map(jnp.zeros_like, params), left, right,
                          jax.tree.map(eye, left), jax.tree.map(eye, right))
@@ -94,9 +107,9 @@ def scale_by_soap(b1: float = 0.95, b2: float = 0.95, eps: float = 1e-8,
         refresh = (state.count % frequency) == 0
 
         def factors(g, left, right):
-            if left.size:
+            if _preconditioned(left):
                 left = beta * left + (1 - beta) * (g @ g.T)
-            if right.size:
+            if _preconditioned(right):
                 right = beta * right + (1 - beta) * (g.T @ g)
             return left, right
 
@@ -132,7 +145,7 @@ def soap(learning_rate: optax.ScalarOrSchedule = 3e-3, b1: float = 0.95, b2: flo
     """SOAP (Vyas et al. 2024): Shampoo's eigenbasis per weight matrix, Adam inside it.
 
     Args:
-        learning_rate: a number or an optax schedule.
+        learning_rate: a finite positive number or an optax schedule.
         b1, b2, eps: Adam's (the paper's defaults ``0.95, 0.95``).
         weight_decay: decoupled (AdamW) weight decay; 0 by default, as usual for PINNs.
         precondition_frequency: steps between eigenbasis refreshes.
@@ -142,6 +155,7 @@ def soap(learning_rate: optax.ScalarOrSchedule = 3e-3, b1: float = 0.95, b2: flo
     >>> net.optimizer(jno.optimizers.soap(3e-3))
     <Model ...>
     """
+    learning_rate = check_learning_rate("learning_rate", learning_rate)
     parts = [scale_by_soap(b1, b2, eps, precondition_frequency, max_precond_dim, shampoo_beta)]
     if weight_decay:
         parts.append(optax.add_decayed_weights(weight_decay))
