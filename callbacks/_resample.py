@@ -12,7 +12,8 @@ from jno_flax._checks import positive_int
 from jno_flax._evaluate import Evaluator, walk
 from jno_flax._expr import Expr
 from jno_flax._pointset import PointSet, Variable
-from jno_flax._sampling import check_resamplable, point_data_users, step_key, uniform_points
+from jno_flax._sampling import (check_drawn, check_resamplable, point_data_users, step_key,
+                                uniform_points)
 from jno_flax.callbacks._callback import Callback, StateUpdate
 from jno_flax.callbacks._strategies import RAD, RARD, SHORTHANDS, Draw, ResamplingStrategy
 
@@ -117,6 +118,26 @@ class ResamplePoints(Callback):
                                        init=lambda: jnp.asarray(ps.array, default_float()),
                                        update=self._draw(problem, replace=True))
             self._grow = jax.jit(self._draw(problem, replace=False)) if self.grows else None
+
+    @property
+    def _rejects(self) -> bool:
+        """New points come from rejection sampling (the region is not the image of the cube)."""
+        return self.pointset.domain.geometry.acceptance < 1.0
+
+    def on_train_start(self, trainer: "Trainer", problem: "Problem") -> None:
+        """A region the rejection sampler cannot fill in the fit's precision (a polygon far
+        from the origin in float32) is refused before the first step."""
+        if self._rejects:
+            points = trainer.state.extras[self._key]
+            probe = jax.jit(lambda k: uniform_points(self.pointset, k, points.shape[0],
+                                                     points.dtype))
+            check_drawn(probe(jax.random.PRNGKey(0)), self.pointset, type(self).__name__)
+
+    def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem", chunk) -> None:
+        if self._rejects:
+            check_drawn(trainer.state.extras[self._key], self.pointset,
+                        f"{type(self).__name__} (steps {int(chunk.steps[0])}.."
+                        f"{int(chunk.steps[-1])})")
 
     def state_updates(self, trainer: "Trainer", problem: "Problem") -> Sequence[StateUpdate]:
         if self.grows:  # the entry changes at chunk boundaries (enter_chunk)

@@ -4,7 +4,8 @@
 points of the geometry (and a time column for space-time domains), or the points of the
 ``"initial"`` tag (time ``t0``). Where the geometry's map from the unit cube is not onto the
 interior (a polygon, convex or not, maps its bounding box), candidates are rejected inside a
-``lax.while_loop`` until ``n`` points are kept, so the result always has ``n`` points.
+``lax.while_loop`` until ``n`` points are kept, for a bounded number of rounds (points not
+found are NaN, and :func:`check_drawn` reports them on the host).
 
 :func:`rad_probabilities` is the sampling density of Wu et al. (2023),
 ``p(x) ∝ |r(x)|^k / mean(|r|^k) + c``.
@@ -40,8 +41,19 @@ def check_resamplable(ps: PointSet, arg: str) -> None:
                          "sides that a draw inside the step does not make).")
 
 
+#: the in-step rejection sampler gives up after this many rounds (the slots it could not
+#: fill hold NaN; see :func:`check_drawn`)
+MAX_STEP_ROUNDS = 64
+
+
 def uniform_points(ps: PointSet, key: jax.Array, n: int, dtype=None) -> jax.Array:
-    """``n`` new points of ``ps`` as an ``(n, C)`` array, uniform in its region (in ``jit``)."""
+    """``n`` new points of ``ps`` as an ``(n, C)`` array, uniform in its region (in ``jit``).
+
+    A geometry whose map from the unit cube is not onto its interior rejects candidates for
+    at most :data:`MAX_STEP_ROUNDS` rounds (each with ``1.25 n / acceptance`` candidates, so
+    one round nearly always suffices); the points it could not find are NaN, which
+    :func:`check_drawn` reports on the host. The containment test sees the spatial
+    coordinates only (the time column of a space-time domain is drawn apart)."""
     check_resamplable(ps, "points")
     domain = ps.domain
     geo = domain.geometry
@@ -51,27 +63,47 @@ def uniform_points(ps: PointSet, key: jax.Array, n: int, dtype=None) -> jax.Arra
 
     def candidates(k: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
         u = jax.random.uniform(k, (m, spatial + int(timed)), dtype)
-        pts = geo.interior_jax(u[:, :spatial])
+        pts = geo.interior_jax(u[:, :spatial]).astype(dtype)
+        inside = geo.contains_jax(pts)
         if timed:
             t0, t1 = domain.time
             t = jnp.full((m, 1), t0, dtype) if ps.tag == "initial" else t0 + u[:, -1:] * (t1 - t0)
-            pts = jnp.concatenate([pts, t], axis=1)
-        return pts.astype(dtype), geo.contains_jax(pts)
+            pts = jnp.concatenate([pts, t.astype(dtype)], axis=1)
+        return pts, inside
 
     if geo.acceptance >= 1.0:
         return candidates(key, n)[0]
     m = int(math.ceil(1.25 * n / geo.acceptance)) + 16
 
     def draw_more(carry):
-        pts, count, k = carry
+        pts, count, k, rounds = carry
         k, sub = jax.random.split(k)
         cand, ok = candidates(sub, m)
         slot = jnp.where(ok, count + jnp.cumsum(ok) - 1, n)  # n: past the end, dropped
         pts = pts.at[slot].set(cand, mode="drop")
-        return pts, jnp.minimum(count + jnp.sum(ok), n), k
+        return pts, jnp.minimum(count + jnp.sum(ok), n), k, rounds + 1
 
-    start = (jnp.zeros((n, ps.n_coords), dtype), jnp.asarray(0, jnp.int32), key)
-    return jax.lax.while_loop(lambda c: c[1] < n, draw_more, start)[0]
+    start = (jnp.full((n, ps.n_coords), jnp.nan, dtype), jnp.asarray(0, jnp.int32), key,
+             jnp.asarray(0, jnp.int32))
+    return jax.lax.while_loop(lambda c: (c[1] < n) & (c[3] < MAX_STEP_ROUNDS), draw_more,
+                              start)[0]
+
+
+def check_drawn(points: jax.Array, ps: PointSet, where: str) -> None:
+    """Raise on the host when the in-step sampler could not find points of ``ps`` (NaN
+    rows, see :func:`uniform_points`), saying what to do."""
+    missing = int(jnp.sum(jnp.isnan(points[:, 0])))
+    if not missing:
+        return
+    geo = ps.domain.geometry
+    raise RuntimeError(
+        f"{where}: the rejection sampler found only {points.shape[0] - missing} of "
+        f"{points.shape[0]} new points of {ps.describe()} in {MAX_STEP_ROUNDS} rounds "
+        f"(expected acceptance {geo.acceptance:.2g} of its bounding box) in "
+        f"{jnp.dtype(points.dtype).name}. A region far from the origin or much smaller than "
+        "its bounding box loses the containment test to round-off: recentre and rescale the "
+        "coordinates (e.g. to [-1, 1]), or train in float64 (`jax.config.update("
+        "\"jax_enable_x64\", True)` and `Trainer(precision=\"64-true\")`).")
 
 
 def rad_probabilities(residual: jax.Array, k: float, c: float) -> jax.Array:

@@ -94,6 +94,67 @@ def test_uniform_draws_lie_in_a_non_convex_region_and_in_time():
     assert np.all(initial[:, 2] == 0.5) and st.geometry.contains(initial[:, :2]).all()
 
 
+def _space_time(kind):
+    from jno_flax import geometry as geo
+    shapes = {"lshape": geo.lshape(),
+              "polygon": geo.polygon([(0, 0), (1, 0), (1, 1), (0.5, 0.4), (0, 1)]),
+              "csg": geo.rect((0, 1), (0, 1)) - geo.disk((0.5, 0.5), 0.2)}
+    return jno.domain.from_geometry(shapes[kind], n_interior=64, n_boundary=16,
+                                    time=(0.5, 2.0), seed=0)
+
+
+@pytest.mark.parametrize("strategy, tag", [("uniform", "interior"), ("rad", "interior"),
+                                           ("uniform", "initial")],
+                         ids=["uniform", "rad", "initial"])
+@pytest.mark.parametrize("kind", ["lshape", "polygon", "csg"])
+def test_resampling_space_time_rejection_geometries(kind, strategy, tag):
+    """The containment test of a rejection geometry sees the spatial coordinates, not the
+    time column."""
+    dom = _space_time(kind)
+    coords = dom.variable(tag)
+    net = jno.nn.wrap(jno.nn.MLP(3, 1, hidden=8, depth=1, rngs=nnx.Rngs(0)), name="u")
+    net.optimizer(optax.adam(1e-3))
+    u = net(*coords)
+    crux = jno.core([u.mse])
+    Trainer(max_steps=5, chunk_size=2, callbacks=[ResamplePoints(u, 2, strategy=strategy)],
+            enable_checkpointing=False, **QUIET).fit(crux)
+    pts = np.asarray(crux.state.extras[crux.registry.key(coords[0].pointset)])
+    assert pts.shape == (dom.pointset(tag).n, 3)
+    assert not np.array_equal(pts, dom.points(tag))          # new points
+    assert dom.geometry.contains(pts[:, :2]).all()
+    if tag == "initial":
+        assert np.all(pts[:, 2] == 0.5)
+    else:
+        assert pts[:, 2].min() >= 0.5 and pts[:, 2].max() <= 2.0
+
+
+def _far_polygon_problem(n=64):
+    """A polygon 3e7 from the origin: in float32 its bounding box's points all round onto a
+    few values that the containment test rejects."""
+    c = 3e7
+    geo = jno.geometry.polygon([(c, c), (c + 1, c), (c + 1, c + 1), (c + 0.5, c + 0.4),
+                                (c, c + 1)])
+    dom = jno.domain.from_geometry(geo, n_interior=n, n_boundary=16, seed=0)
+    x, y = dom.variable("interior")
+    net = jno.nn.wrap(jno.nn.MLP(2, 1, hidden=8, depth=1, rngs=nnx.Rngs(0)), name="u")
+    net.optimizer(optax.adam(1e-3))
+    return dom, net(x, y)
+
+
+def test_the_in_step_rejection_sampler_is_bounded_and_refused_on_the_host():
+    dom, u = _far_polygon_problem()
+    pts = np.asarray(jax.jit(lambda k: uniform_points(dom.pointset("interior"), k, 64,
+                                                      jnp.float32))(jax.random.PRNGKey(0)))
+    assert pts.shape == (64, 2) and np.isnan(pts).all()        # returned, nothing found
+    trainer = Trainer(max_steps=6, callbacks=[ResamplePoints(u, 2)],
+                      enable_checkpointing=False, **QUIET)
+    with pytest.raises(RuntimeError, match=r"ResamplePoints: the rejection sampler found only 0 "
+                                           r"of 64 new points of 'interior' of polygon.*"
+                                           r"float32.*recentre.*float64"):
+        trainer.fit(jno.core([u.mse]))
+    assert trainer.global_step == 0       # refused before the first step
+
+
 # ---------------------------------------------------------------------- in training
 @pytest.mark.parametrize("strategy", ["uniform", "rad", "rar-d"])
 def test_resampled_points_lie_in_the_domain_and_reach_trackers_and_eval(strategy):
