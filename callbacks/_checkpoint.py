@@ -217,13 +217,22 @@ class ModelCheckpoint(PeriodicCallback):
             return
         try:
             self._manager.wait_until_finished()
-        except OSError as err:
-            self._issued = None
-            raise OSError(f"ModelCheckpoint could not write a checkpoint to {self.dirpath!r} "
-                          f"({type(err).__name__}: {err}); {self._newest_text()}.") from err
+        # orbax reports a directory removed under a save as a ValueError (NOT_FOUND)
+        except (OSError, ValueError) as err:
+            raise self._incomplete(f"{type(err).__name__}: {err}") from err
         if self._issued is not None:
+            if not os.path.isdir(self.step_path(self._issued)):
+                raise self._incomplete("its directory is gone")
             self.last_saved_step, self._issued = self._issued, None
             self.last_model_path = self.step_path(self.last_saved_step)
+
+    def _incomplete(self, why: str) -> OSError:
+        """The error of a save in flight that did not complete (it never counts as
+        ``last_model_path``)."""
+        step, self._issued = self._issued, None
+        what = "a checkpoint" if step is None else f"the checkpoint of step {step}"
+        return OSError(f"ModelCheckpoint could not complete {what} in {self.dirpath!r} "
+                       f"({why}); {self._newest_text()}.")
 
     def _newest_text(self) -> str:
         if self.last_model_path and os.path.isdir(self.last_model_path):

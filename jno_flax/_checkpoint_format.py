@@ -15,7 +15,9 @@ A checkpoint is an orbax composite directory ``<dirpath>/[<filename>_]<step>`` o
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -198,6 +200,23 @@ def _versions() -> dict[str, str]:
             "optax": optax.__version__, "orbax-checkpoint": getattr(ocp, "__version__", "?")}
 
 
+def callback_states(callbacks: list[Any]) -> dict[str, Any]:
+    """Every callback's ``state_dict`` by its ``state_key``; one that JSON cannot write (an
+    ndarray, a set, a NumPy scalar) is an error naming the callback and its key."""
+    out = {}
+    for cb in callbacks:
+        state = cb.state_dict()
+        try:
+            json.dumps(state)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{type(cb).__name__}.state_dict() (state key {cb.state_key!r}) "
+                            f"cannot be written to a checkpoint as JSON ({err}): return plain "
+                            "numbers, strings, lists and dicts (`array.tolist()`, "
+                            "`float(x)`, `sorted(a_set)`).") from err
+        out[cb.state_key] = state
+    return out
+
+
 def checkpoint_items(trainer: "Trainer", problem: "Problem",
                      metadata: dict[str, Any]) -> ocp.args.Composite:
     """The five items of a checkpoint of ``trainer``'s live state at its step, with
@@ -207,7 +226,7 @@ def checkpoint_items(trainer: "Trainer", problem: "Problem",
                 "saved_at": time.time(), "monitor": None, "score": None, "losses": {},
                 **metadata, "precision": trainer.precision, "versions": _versions(),
                 "fingerprint": fingerprint(problem, trainer.state), **history_meta}
-    callbacks = {cb.state_key: cb.state_dict() for cb in trainer.callbacks}
+    callbacks = callback_states(trainer.callbacks)
     checkpoint: dict[str, Any] = {"metadata": metadata, "callbacks": callbacks}
     for cb in trainer.callbacks:
         cb.on_save_checkpoint(trainer, problem, checkpoint)
@@ -246,6 +265,30 @@ _METADATA_TYPES = {"step": (int, "an integer"), "fingerprint": (dict, "an object
                    "losses": (dict, "an object")}
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _names(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(n, str) for n in v)
+
+
+#: entries a checkpoint of an earlier version may lack, with their checks where present
+_OPTIONAL_METADATA = {
+    "wall_time": (lambda v: _number(v) and math.isfinite(v) and v >= 0,
+                  "a finite number of seconds >= 0"),
+    "skipped_steps": (lambda v: isinstance(v, list) and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in v),
+        "a list of steps (integers >= 0)"),
+    "history_order": (lambda v: isinstance(v, dict) and set(v) <= {"losses", "trackers"}
+                      and all(_names(n) for n in v.values()),
+                      "an object of name lists {\"losses\": [...], \"trackers\": [...]}"),
+    "stop_reason": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "precision": (lambda v: v in (None, "32-true", "64-true"),
+                  "null, \"32-true\" or \"64-true\""),
+}
+
+
 def read_metadata(path: str) -> dict[str, Any]:
     """The metadata of the checkpoint at ``path``; raises ``ValueError`` (counted as damage,
     like an unreadable file) when entries are missing or of the wrong type."""
@@ -268,6 +311,10 @@ def read_metadata(path: str) -> dict[str, Any]:
     run_id = metadata.get("run_id")
     if run_id is not None and not isinstance(run_id, str):
         raise ValueError(f"the metadata of {path!r} has run_id={run_id!r}; expected a string")
+    for key, (valid, expected) in _OPTIONAL_METADATA.items():
+        if key in metadata and not valid(metadata[key]):
+            raise ValueError(f"the metadata of {path!r} has {key}={metadata[key]!r}; expected "
+                             f"{expected}")
     return metadata
 
 
@@ -334,6 +381,37 @@ def _read(path: str, target) -> dict[str, Any]:
     return dict(restored.items())
 
 
+def _denied(err: BaseException) -> bool:
+    """``err`` (or an error it was raised from) is a refused permission (``EACCES``,
+    ``EPERM``), also as orbax and TensorStore word it in their own exceptions."""
+    while err is not None:
+        if isinstance(err, PermissionError) or getattr(err, "errno", None) in (errno.EACCES,
+                                                                                  errno.EPERM):
+            return True
+        if "PERMISSION_DENIED" in str(err) or "Permission denied" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _damaged(path: str, err: BaseException, older: list[str]) -> None:
+    """Report the checkpoint at ``path`` that ``err`` kept from being read: a refused
+    permission is an ``OSError`` (the checkpoint may be intact: it is neither skipped nor ever
+    replaced); damage falls back to the next of ``older`` with a warning, or is an error
+    when none is left."""
+    if _denied(err):
+        raise PermissionError(
+            errno.EACCES, f"checkpoint {path!r} cannot be read: permission denied "
+            f"({type(err).__name__}: {err}). Nothing was restored and the checkpoint is left "
+            "as it is; give this user read access to it (or resume another checkpoint with "
+            "`ckpt_path=<its path>`).") from err
+    if not older:
+        raise ValueError(f"checkpoint {path!r} cannot be read ({type(err).__name__}: "
+                         f"{err}) and no older valid checkpoint exists.") from err
+    warn(f"checkpoint {path!r} is damaged or incomplete ({type(err).__name__}: {err}); "
+         f"falling back to {older[0]!r}.", RuntimeWarning)
+
+
 def restore(ckpt_path: str, checkpoints: list["ModelCheckpoint"], problem: "Problem",
             state_for: Callable[[int, str | None], "TrainState"]) -> Restored | None:
     """Read the checkpoint ``ckpt_path`` names, for a run whose state at a checkpoint of step
@@ -343,32 +421,39 @@ def restore(ckpt_path: str, checkpoints: list["ModelCheckpoint"], problem: "Prob
     in the checkpoint's own dtypes, exactly.
 
     A checkpoint of another problem or optimizer (the fingerprint differs) is an error listing
-    the differences, and nothing is restored. Only a checkpoint that cannot be read (I/O or
-    decoding errors) counts as damaged: with ``"last"`` the next older one is tried, with a
-    warning. ``None`` when ``"last"``/``"best"`` finds no checkpoint yet.
+    the differences, and nothing is restored. Only a checkpoint that cannot be read (missing or
+    truncated files, undecodable contents, metadata of the wrong types) counts as damaged:
+    with ``"last"`` the next older one is tried, with a warning. A refused permission is not
+    damage: it is raised as a ``PermissionError`` naming the checkpoint, which is left as it
+    is. ``None`` when ``"last"``/``"best"`` finds no checkpoint yet.
     """
     candidates = resolve(ckpt_path, checkpoints)
     skipped: list[str] = []
     for i, path in enumerate(candidates):
         try:
             metadata = read_metadata(path)
-            state = state_for(int(metadata["step"]), metadata.get("precision"))
-            current = fingerprint(problem, state)
-            target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-            mismatch = fingerprint_mismatch(metadata["fingerprint"], current)
-            if not mismatch:
-                items = _read(path, target)
         except READ_ERRORS as err:
-            if i + 1 == len(candidates):
-                raise ValueError(f"checkpoint {path!r} cannot be read ({type(err).__name__}: "
-                                 f"{err}) and no older valid checkpoint exists.") from err
-            warn(f"checkpoint {path!r} is damaged or incomplete ({type(err).__name__}: "
-                 f"{err}); falling back to {candidates[i + 1]!r}.", RuntimeWarning)
+            _damaged(path, err, candidates[i + 1:])
+            skipped.append(path)
+            continue
+        # the problem's side: errors here are the program's, never damage
+        state = state_for(int(metadata["step"]), metadata.get("precision"))
+        current = fingerprint(problem, state)
+        try:
+            mismatch = fingerprint_mismatch(metadata["fingerprint"], current)
+        except READ_ERRORS as err:   # a fingerprint of the wrong shape
+            _damaged(path, err, candidates[i + 1:])
             skipped.append(path)
             continue
         if mismatch:
             raise ValueError(f"checkpoint {path!r} does not match this problem; nothing was "
                              f"restored. Differences: {mismatch}")
+        try:
+            items = _read(path, jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
+        except READ_ERRORS as err:
+            _damaged(path, err, candidates[i + 1:])
+            skipped.append(path)
+            continue
         checkpoint = {**items["extra"], "metadata": items["metadata"],
                       "callbacks": items["callbacks"], "path": path, "skipped": list(skipped)}
         from jno_flax.trainers import History

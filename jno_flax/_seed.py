@@ -17,18 +17,32 @@ def seed_everything(seed: int) -> int:
     initial weights of ``jno.nn.MLP`` built without ``rngs=``, and the PRNG key of every
     ``Trainer`` built without ``seed=`` (mini-batches, resampling, stochastic balancers).
 
-    Returns ``seed``. Call it first, before building domains, networks and trainers.
+    Returns ``seed``, an integer from 0 to 2**32 - 1. Call it first, before building domains, networks and trainers.
 
     >>> seed_everything(1)
     1
     """
     global _SEED
-    _SEED = integer("seed", seed)
+    _SEED = check_seed(seed)
     random.seed(_SEED)
-    np.random.seed(_SEED % 2**32)
+    np.random.seed(_SEED)
     return _SEED
+
+
+#: the seeds accepted (as Lightning's ``seed_everything``: NumPy's global generator takes
+#: unsigned 32-bit integers)
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def check_seed(seed: int, arg: str = "seed") -> int:
+    """``seed`` as an int in :data:`SEED_RANGE`."""
+    value = integer(arg, seed)
+    if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise ValueError(f"`{arg}` must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]} "
+                         f"(2**32 - 1), got {seed!r}.")
+    return value
 
 
 def default_seed(seed: int | None, arg: str = "seed") -> int:
     """``seed``, or the seed of :func:`seed_everything` (0 until it is called) for ``None``."""
-    return _SEED if seed is None else integer(arg, seed)
+    return _SEED if seed is None else check_seed(seed, arg)

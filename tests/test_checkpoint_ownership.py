@@ -220,3 +220,77 @@ def test_history_run_id_is_kept_by_continued_and_resumed_fits(tmp_path):
     assert _fit(again, 10, ModelCheckpoint(tmp_path / "ck"), ckpt_path="last").run_id == run
     assert _fit(TinyProblem().core(), 5).run_id != run        # a new Trainer, a new run
     np.testing.assert_array_equal(h.steps, np.arange(15))
+
+
+class _RemoveInFlight(Callback):
+    """Right after the save of step 10 is issued (asynchronous, not waited for), the
+    directory is removed."""
+
+    def __init__(self, ckpt):
+        self.ckpt = ckpt
+
+    def on_train_chunk_end(self, trainer, problem, chunk):
+        if chunk.last_step + 1 == 10:
+            assert self.ckpt._issued == 10
+            # at once, while orbax writes into it (a rename: rmtree races with the writer)
+            os.rename(self.ckpt.dirpath, self.ckpt.dirpath + ".gone")
+
+
+def test_a_directory_removed_under_an_async_save_is_an_oserror_naming_the_step(tmp_path):
+    ck = ModelCheckpoint(tmp_path / "ck", every_n_train_steps=10)
+    with pytest.raises(OSError, match=r"ModelCheckpoint could not complete the checkpoint of "
+                                      r"step 10 in '.*/ck' \(.*\); no complete checkpoint of "
+                                      r"this run remains"):
+        _fit(TinyProblem().core(), 40, ck, _RemoveInFlight(ck))
+    assert ck.last_model_path == "" and ck.last_saved_step is None   # never the failed one
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("wall_time", "abc", "a finite number of seconds >= 0"),
+    ("wall_time", float("nan"), "a finite number of seconds >= 0"),
+    ("wall_time", -5.0, "a finite number of seconds >= 0"),
+    ("history_order", "x", "an object of name lists .*"),
+    ("skipped_steps", "x", r"a list of steps \(integers >= 0\)"),
+], ids=["wall_time_str", "wall_time_nan", "wall_time_negative", "history_order",
+        "skipped_steps"])
+def test_history_metadata_of_the_wrong_type_counts_as_damage(key, value, expected, tmp_path):
+    ck = tmp_path / "ck"
+    _fit(TinyProblem().core(), 20, ModelCheckpoint(ck, every_n_train_steps=10, save_top_k=-1))
+    meta = ck / "20" / "metadata" / "metadata"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), key: value}))
+    crux = TinyProblem().core()
+    with pytest.warns(RuntimeWarning, match=rf"checkpoint '.*/20' is damaged or incomplete "
+                                            rf"\(ValueError: the metadata of .* has {key}=.*; "
+                                            rf"expected {expected}\); falling back to "
+                                            rf"'.*/10'"):
+        h = _fit(crux, 20, ModelCheckpoint(ck, every_n_train_steps=10, save_top_k=-1),
+                 ckpt_path="last")
+    assert crux.global_step == 20 and h.wall_time > 0 and np.isfinite(h.wall_time)
+
+
+def test_a_refused_permission_is_reported_as_such_and_the_checkpoint_kept(tmp_path,
+                                                                        monkeypatch):
+    from jno_flax import _checkpoint_format as fmt
+    ck = tmp_path / "ck"
+    _fit(TinyProblem().core(), 20, ModelCheckpoint(ck, every_n_train_steps=10, save_top_k=-1))
+    before = _mtimes(ck)
+    read = fmt._read
+
+    def denied(path, target):   # as orbax words an EACCES of TensorStore's
+        try:
+            raise PermissionError(13, "Permission denied", os.path.join(path, "state"))
+        except PermissionError as err:
+            raise ValueError("PyTree structure error while reading the state") from err
+    monkeypatch.setattr(fmt, "_read", denied)
+    crux = TinyProblem().core()
+    with pytest.raises(PermissionError, match=r"checkpoint '.*/20' cannot be read: permission "
+                                              r"denied \(ValueError: .*\)\. Nothing was "
+                                              r"restored and the checkpoint is left as it is"):
+        _fit(crux, 30, ModelCheckpoint(ck, every_n_train_steps=10, save_top_k=-1),
+             ckpt_path="last")
+    assert crux.global_step == 0 and _mtimes(ck) == before     # nothing replaced
+    monkeypatch.setattr(fmt, "_read", read)                    # access given back
+    _fit(crux, 30, ModelCheckpoint(ck, every_n_train_steps=10, save_top_k=-1),
+         ckpt_path="last")
+    assert crux.global_step == 30 and _steps(ck) == [10, 20, 30]
+    assert _mtimes(ck)["20"] == before["20"]

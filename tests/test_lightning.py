@@ -151,6 +151,18 @@ def test_seed_everything_seeds_points_weights_and_the_trainer():
     assert Trainer(max_steps=1, seed=3).seed == 3
 
 
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**64], ids=["negative", "2**32", "2**64"])
+def test_seeds_outside_lightnings_range_are_refused(seed):
+    with pytest.raises(ValueError, match=rf"`seed` must be an integer from 0 to 4294967295 "
+                                         rf"\(2\*\*32 - 1\), got {seed}"):
+        jno.seed_everything(seed)
+    with pytest.raises(ValueError, match=r"`seed` must be an integer from 0 to 4294967295"):
+        Trainer(max_steps=1, seed=seed)
+    with pytest.raises(ValueError, match=r"`seed` must be an integer from 0 to 4294967295"):
+        jno.domain.rect((0, 1), (0, 1), n_interior=4, n_boundary=4, seed=seed)
+    assert jno.seed_everything(2**32 - 1) == 2**32 - 1 and jno.seed_everything(0) == 0
+
+
 def test_loggers_import_as_in_lightning():
     from jno_flax.loggers import CSVLogger as Csv
     from jno_flax.loggers import TensorBoardLogger

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
+from jno_flax.trainers import _protocol as protocol
 from jno_flax.trainers._phases import owned
 from jno_flax.trainers._precision import cast_floats
 from jno_flax.trainers._state import TrainState
@@ -46,7 +47,7 @@ def enter_chunk(trainer: "Trainer", state: TrainState, step: int) -> TrainState:
     if opt_state is not state.opt_state:
         state = state.replace(opt_state=opt_state)
     for cb in trainer.callbacks:
-        state = cb.enter_chunk(trainer, state, step)
+        state = protocol.enter_chunk(cb, trainer, state, step)
     return state
 
 
@@ -57,6 +58,6 @@ def restore_target(trainer: "Trainer", step: int, precision: str | None) -> Trai
     state = trainer.state.replace(opt_state=trainer.phases.target(
         trainer.state.params, trainer.state.opt_state, trainer.global_step, step))
     for cb in trainer.callbacks:
-        state = cb.restore_target(trainer, state, step)
+        state = protocol.restore_target(cb, trainer, state, step)
     # several devices: orbax reads the state straight into its replicated layout
     return trainer.sharding.abstract(cast_floats(state, precision))

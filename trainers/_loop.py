@@ -19,6 +19,7 @@ import numpy as np
 from jno_flax.callbacks._callback import ChunkMetrics
 from jno_flax.trainers._boundaries import enter_chunk
 from jno_flax.trainers._chunk import ChunkProgram
+from jno_flax.trainers import _protocol as protocol
 from jno_flax.trainers._hooks import dispatch, overrides
 from jno_flax.trainers._state import TrainState, copy_tree
 
@@ -56,7 +57,8 @@ class Loop:
         first boundary a callback or an optimizer phase asks for."""
         t = self.trainer
         ends = [s0 + capacity, t.max_steps]
-        ends += [b for cb in t.callbacks if (b := cb.next_boundary(t, s0)) is not None]
+        ends += [b for cb in t.callbacks
+                 if (b := protocol.next_boundary(cb, t, s0)) is not None]
         if (b := t.phases.next_boundary(s0)) is not None:
             ends.append(b)
         return min(ends)
@@ -80,8 +82,8 @@ class Loop:
     def stop_step(self, chunk: ChunkMetrics) -> int | None:
         """The earliest step after which a callback will stop training, or ``None``."""
         t = self.trainer
-        return min((s for cb in self.stoppers if (s := cb.stopping_step(t, chunk)) is not None),
-                   default=None)
+        return min((s for cb in self.stoppers
+                    if (s := protocol.stopping_step(cb, t, chunk)) is not None), default=None)
 
     def run(self) -> None:
         t = self.trainer

@@ -46,6 +46,8 @@ class OptimizerPhases:
                      for n, tx in base.items()}
         trained = list(self.base)
         checked: list[tuple[int, Transforms]] = []
+        #: ``(owner, at_step, name, transform)`` of every declared phase transform
+        self.declared: list[tuple[str, int, str, optax.GradientTransformation]] = []
         for owner, declared in phases:
             for at, txs in declared:
                 at = positive_int(f"{owner}.optimizer_phases() step", at, steps=True)
@@ -53,10 +55,25 @@ class OptimizerPhases:
                 if unknown:
                     raise ValueError(f"{owner}.optimizer_phases() names {unknown}, which are "
                                      f"not trained trainables; trained: {trained}.")
-                checked.append((at, {n: optax_transform(f"{owner} transform of {n!r}", tx)
-                                     for n, tx in txs.items()}))
+                txs = {n: optax_transform(f"{owner} transform of {n!r}", tx)
+                       for n, tx in txs.items()}
+                checked.append((at, txs))
+                self.declared += [(owner, at, n, tx) for n, tx in txs.items()]
         #: ``[(at_step, {name: transform})]`` in step order (stable for equal steps)
         self.phases = sorted(checked, key=lambda p: p[0])
+
+    def check(self, params: dict[str, Any]) -> None:
+        """Initialise every transform of every phase abstractly (``jax.eval_shape``, no
+        memory), so that one that cannot start on its trainable (a dense quasi-Newton method
+        over ``max_params``) fails when ``fit`` starts, not after the steps before its
+        phase."""
+        for owner, at, name, tx in self.declared:
+            try:
+                jax.eval_shape(tx.init, params[name])
+            except (ValueError, TypeError) as err:
+                raise type(err)(f"{owner}: the transform of {name!r} from step {at} cannot "
+                                f"start on its parameters (checked before training): "
+                                f"{err}") from err
 
     @property
     def starts(self) -> list[int]:

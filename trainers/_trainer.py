@@ -12,7 +12,7 @@ import jax
 import optax
 from flax import nnx
 
-from jno_flax._checkpoint_format import restore
+from jno_flax._checkpoint_format import callback_states, restore
 from jno_flax._checks import positive_int
 from jno_flax._problem import Problem
 from jno_flax._seed import default_seed
@@ -21,6 +21,7 @@ from jno_flax.callbacks._callback import Callback, ChunkMetrics, StateUpdate
 from jno_flax.callbacks._logger import Logger
 from jno_flax.callbacks._timer import Timer
 from jno_flax.trainers._batches import check_batch_size, resolve_batch_sizes
+from jno_flax.trainers import _protocol as protocol
 from jno_flax.trainers._boundaries import initial_state, restore_target
 from jno_flax.trainers._compiled import CompiledChunks
 from jno_flax.trainers._devices import PointSharding, resolve_devices
@@ -325,6 +326,7 @@ class Trainer(TrainingStep, LightningAttributes):
         try:
             self._build(problem, continue_run)
             self._call("on_fit_start")
+            callback_states(self.callbacks)   # what every checkpoint writes: JSON
         except Exception as err:  # noqa: BLE001 - re-raised by check_start, on every process
             if not self.processes.several:
                 raise
@@ -343,13 +345,15 @@ class Trainer(TrainingStep, LightningAttributes):
         self._call("setup", "fit")
         base = self.configure_optimizers(problem)
         self.phases = OptimizerPhases(base, [
-            (type(cb).__name__, cb.optimizer_phases(self, list(base))) for cb in self.callbacks])
+            (type(cb).__name__, protocol.optimizer_phases(cb, self, list(base)))
+            for cb in self.callbacks])
         self.batch_sizes = resolve_batch_sizes(self.batch_size, problem)
         self.updates = collect_updates(self.callbacks, self, problem)
         check_available(self.precision)
         cast_module_constants(problem.trainables, self.precision)
         self.state = cast_floats(initial_state(self, problem, continue_run), self.precision)
         self._step = int(self.state.step)
+        self.phases.check(self.state.params)
         self.history = (problem.history if continue_run and problem.history is not None
                         else History(list(problem.constraints), run_id=History.new_run_id()))
         self.trackers = Trackers(collect(self.callbacks, self, problem),
