@@ -112,6 +112,9 @@ class EarlyStopping(Callback):
         self.best = math.inf if mode == "min" else -math.inf
         self.wait = 0
         self.stopped_step: int | None = None
+        #: why it stopped (``trainer.stop_reason`` of the stop)
+        self.stop_reason: str | None = None
+        self._stopped_in_fit = False
 
     @property
     def state_key(self) -> str:
@@ -122,6 +125,16 @@ class EarlyStopping(Callback):
         if self.monitor not in available:
             raise ValueError(f"EarlyStopping `monitor` {self.monitor!r} is not a logged "
                              f"quantity; available: {available}.")
+        self._stopped_in_fit = False
+
+    def on_train_start(self, trainer: "Trainer", problem: "Problem") -> None:
+        """A checkpoint written where this callback stopped (a signal in the same chunk
+        saves the state of the stop) resumes stopped, as the uninterrupted run ended."""
+        if (trainer.ckpt_path is not None and self.stopped_step is not None
+                and trainer.global_step == self.stopped_step + 1):
+            self._stopped_in_fit = True
+            trainer.stop(self.stop_reason or f"EarlyStopping: stopped at step "
+                         f"{self.stopped_step}.")
 
     def _scan(self, chunk: ChunkMetrics) -> tuple[float, int, int | None, str | None]:
         """The checks of ``chunk`` from the current state, without side effects: the new
@@ -140,25 +153,31 @@ class EarlyStopping(Callback):
                 return best, wait, int(step), d.reason
         return best, wait, None, None
 
+    # Whatever else stops the fit (a signal, max_time, another callback), the checks of every
+    # step the state went through are counted: a checkpoint of that state holds them.
     def stopping_step(self, trainer: "Trainer", chunk: ChunkMetrics) -> int | None:
-        return None if trainer.should_stop else self._scan(chunk)[2]
+        return None if self._stopped_in_fit else self._scan(chunk)[2]
 
     def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
                            chunk: ChunkMetrics) -> None:
-        if trainer.should_stop:
+        if self._stopped_in_fit:
             return
         self.best, self.wait, step, reason = self._scan(chunk)
         if step is not None:
+            self._stopped_in_fit = True
             self.stopped_step = step
-            trainer.stop(f"EarlyStopping: `{self.monitor}` {reason} at step {step}.")
+            self.stop_reason = f"EarlyStopping: `{self.monitor}` {reason} at step {step}."
+            trainer.stop(self.stop_reason)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "wait": self.wait, "stopped_step": self.stopped_step}
+        return {"best": self.best, "wait": self.wait, "stopped_step": self.stopped_step,
+                "stop_reason": self.stop_reason}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = float(state_dict["best"])
         self.wait = int(state_dict["wait"])
         self.stopped_step = state_dict["stopped_step"]
+        self.stop_reason = state_dict.get("stop_reason")
 
 
 class TerminateOnNaN(Callback):
