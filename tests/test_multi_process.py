@@ -73,10 +73,12 @@ def test_two_processes_agree_log_once_and_refuse_what_differs(tmp_path):
     * 20 steps on 1001 + 201 points (not divisible by the 4 devices) give the same History
       on both, checkpoints, and event files written by process 0 only;
     * a ``ckpt_path`` that only process 0 can read is refused on both;
-    * a different ``overlap_callbacks``, ``max_record_bytes`` or learning rate on process 1
-      is refused on both, naming the setting, well within 60 s;
+    * a different ``overlap_callbacks``, ``max_record_bytes``, learning rate, a schedule
+      that differs only from step 31 on, an ``EarlyStopping`` patience, a RAD exponent or one
+      more callback on process 1 is refused on both, naming the setting, within 120 s;
     * mini-batches and RAR-D growth (100 points added before step 10: a chunk boundary and
-      a new point count) train alike on both.
+      a new point count) train alike on both;
+    * a stop that only process 0's callback decides ends both after the same step.
     """
     p0, p1 = _launch(tmp_path, "checks")
     for r in (p0, p1):
@@ -87,14 +89,22 @@ def test_two_processes_agree_log_once_and_refuse_what_differs(tmp_path):
         assert "can be read by process(es) [0] but not by [1]" in r["ckpt"]
     for key, setting in (("overlap", "setting `overlap_callbacks`"),
                          ("record", "setting `max_record_bytes`"),
-                         ("lr", "optimizers (their updates on a probe problem)")):
+                         ("lr", "optimizers (their updates on a probe problem)"),
+                         ("schedule", "optimizers (their updates on a probe problem)"),
+                         ("patience", "settings of callback `EarlyStopping[loss]`"),
+                         ("rad_k", "settings of callback `ResamplePoints[interior:rad/10]`")):
         for r in (p0, p1):
             assert r[key] == (f"ValueError: the 2 processes built different runs: the {setting} "
                               "of process(es) [1] differ from process 0's. Every process must "
                               "build the same problem (same seeds, points, networks, constraints "
                               "and trackers) and the same Trainer (every setting), optimizers "
                               "and callbacks."), (key, r[key])
-    assert p0["settings_seconds"] < 60
+    for r in (p0, p1):
+        assert r["count"].startswith("ValueError: the 2 processes built different runs: the "
+                                     "callbacks of process(es) [1] differ from process 0's "
+                                     "(here: ["), r["count"]
+    assert "EarlyStopping[loss]" in p1["count"] and "EarlyStopping" not in p0["count"]
+    assert p0["settings_seconds"] < 120
     assert p1["fail"].startswith("ValueError: ModelCheckpoint `monitor` 'missing'")
     assert p0["fail"].startswith("RuntimeError: process 1 failed while `fit` started "
                                  "(ValueError: ModelCheckpoint `monitor` 'missing'")
@@ -109,6 +119,8 @@ def test_two_processes_agree_log_once_and_refuse_what_differs(tmp_path):
     assert f".{p0['pid']}." in events[0].name
     assert p0["moving"] == p1["moving"]
     assert p0["moving"]["points"] == 1001 + 100 and len(p0["moving"]["losses"]) == 20
+    # a stop one process decides ends the chunk at its step on every process
+    assert p0["split_stop"] == p1["split_stop"] and p0["split_stop"]["step"] == 5
 
 
 @pytest.mark.slow

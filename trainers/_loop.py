@@ -80,10 +80,12 @@ class Loop:
                       lambda first, limit: run_chunk(first, *args, np.int32(limit))[0])
 
     def stop_step(self, chunk: ChunkMetrics) -> int | None:
-        """The earliest step after which a callback will stop training, or ``None``."""
+        """The earliest step after which a callback will stop training, or ``None``; with
+        several processes, the earliest any of them asks for."""
         t = self.trainer
-        return min((s for cb in self.stoppers
+        step = min((s for cb in self.stoppers
                     if (s := protocol.stopping_step(cb, t, chunk)) is not None), default=None)
+        return t.processes.agree_stop(step) if t.processes.several else step
 
     def run(self) -> None:
         t = self.trainer

@@ -7,12 +7,15 @@ Three things would break that, silently or with a hang; here they become errors 
 agreements:
 
 * when ``fit`` starts, the processes compare digests of what they built (problem, points,
-  initial state, every trainer setting, callbacks, and the optimizers' updates on a probe
-  problem, which differ when a hyper-parameter does). A difference is an error on every process,
-  and so is an exception that one process raised while starting (the others name it);
+  initial state, every trainer setting, the callbacks and each one's constructor arguments,
+  and the optimizers' updates on a probe problem at step counts spread up to ``max_steps``,
+  which differ when a hyper-parameter or a schedule does). A difference is an error on every
+  process naming what differs, and so is an exception that one process raised while starting
+  (the others name it);
 * a ``ckpt_path`` is resolved by every process, which must all find the same checkpoint (a
   directory that only some processes can read is an error on all);
-* after each chunk, a stop asked on one process (a callback's ``trainer.stop``, SIGINT) stops
+* after each chunk, the step after which callbacks end it (``stopping_step``) is the earliest
+  any process asks for, on all of them; then a stop asked on one process (a callback's ``trainer.stop``, SIGINT) stops
   every process at the same step, and SIGTERM on any process (a preemption notice, caught by
   JAX's preemption notifier) makes ``multihost_utils.reached_preemption_sync_point`` true on
   every process at the same chunk boundary: all save there and exit.
@@ -63,12 +66,35 @@ def digest_arrays(tree: Any) -> bytes:
     return h.digest()
 
 
-def probe_transform(tx: Any, params: Any, steps: int = 2) -> list[np.ndarray]:
-    """The updates ``tx`` makes in ``steps`` steps on a fixed quadratic around ``params``:
-    numbers that differ when its hyper-parameters differ (a learning rate, a schedule's first
-    values, a momentum), where the transform's structure alone would not tell. Optax's extra
-    arguments (``value``, ``grad``, ``value_fn`` with its residuals) are given, for line
-    searches and Gauss–Newton methods."""
+def probe_counts(max_steps: int, starts: list[int]) -> list[int]:
+    """The optimizer step counts :func:`probe_transform` looks at: the first few, powers of
+    two, 33 evenly spaced ones and the phase starts, all below ``max_steps`` (a schedule
+    that differs only late in the run differs at one of them)."""
+    counts = {0, 1, 2, 3, max_steps - 1, *starts}
+    counts |= {2**i for i in range(max(max_steps, 1).bit_length())}
+    counts |= {int(round(c)) for c in np.linspace(0, max_steps - 1, 33)}
+    return sorted(c for c in counts if 0 <= c < max_steps)
+
+
+def _with_count(state: Any, count: int) -> Any:
+    """``state`` with every integer scalar (optax's step counts) set to ``count``."""
+    def at(x):
+        x = jax.numpy.asarray(x)
+        if x.shape == () and jax.numpy.issubdtype(x.dtype, jax.numpy.integer):
+            return jax.numpy.asarray(count, x.dtype)
+        return x
+    return jax.tree.map(at, state)
+
+
+def probe_transform(tx: Any, params: Any, counts: list[int] = (0,), steps: int = 2
+                    ) -> list[np.ndarray]:
+    """The updates ``tx`` makes on a fixed quadratic around ``params``: ``steps`` steps from
+    its initial state, then one step from that state with its step counts set to each of
+    ``counts`` (where a learning-rate schedule is read). Numbers that differ when its
+    hyper-parameters differ (a learning rate, a schedule's values anywhere in the run, a
+    momentum), where the transform's structure alone would not tell. Optax's extra arguments
+    (``value``, ``grad``, ``value_fn`` with its residuals) are given, for line searches and
+    Gauss–Newton methods."""
     import optax
     tx = optax.with_extra_args_support(tx)
     target = jax.tree.map(lambda p: p - 0.5 - 0.25 * jax.numpy.arange(p.size, dtype=p.dtype)
@@ -78,21 +104,58 @@ def probe_transform(tx: Any, params: Any, steps: int = 2) -> list[np.ndarray]:
         return jax.numpy.concatenate([jax.numpy.ravel(a - b) / np.sqrt(2.0) for a, b in
                                       zip(jax.tree.leaves(q), jax.tree.leaves(target))])
     value_fn = Objective(lambda q: jax.numpy.sum(residuals(q) ** 2), residuals)
-    state, out = tx.init(params), []
-    for _ in range(steps):
+
+    @jax.jit
+    def step(params, state):
         grad = jax.tree.map(lambda a, b: a - b, params, target)
         updates, state = tx.update(grad, state, params, value=value_fn(params), grad=grad,
                                    value_fn=value_fn)
-        params = optax.apply_updates(params, updates)
+        return optax.apply_updates(params, updates), updates, state
+
+    state, out = tx.init(params), []
+    for _ in range(steps):
+        params, updates, state = step(params, state)
         out += [np.asarray(u) for u in jax.tree.leaves(updates)]
+    for count in counts:
+        out += [np.asarray(u) for u in jax.tree.leaves(step(params, _with_count(state,
+                                                                                count))[1])]
     return out
+
+
+def callback_settings(cb: Any) -> dict[str, Any]:
+    """A callback's settings: the values of its constructor's arguments, read from the
+    attributes of the same name (objects such as a resampling strategy by their own public
+    attributes; optax transforms, expressions and functions by their type: the problem and
+    optimizer digests compare those)."""
+    import inspect
+    params = [n for n, p in inspect.signature(type(cb).__init__).parameters.items()
+              if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return {n: _described(getattr(cb, n)) for n in params if hasattr(cb, n)}
+
+
+def _described(value: Any, depth: int = 2) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_described(v, depth) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _described(v, depth) for k, v in value.items()}
+    if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+        return f"array{tuple(value.shape)} {value.dtype} {digest_arrays(value).hex()[:16]}"
+    module = type(value).__module__ or ""
+    if depth > 0 and hasattr(value, "__dict__") and module.startswith("jno_flax.callbacks"):
+        return {"type": type(value).__name__,
+                **{k: _described(v, depth - 1) for k, v in vars(value).items()
+                   if not k.startswith("_")}}
+    return type(value).__name__
 
 
 def digest_names(trainer: "Trainer") -> list[str]:
     """The names of :func:`run_digests`, in order (known without building anything)."""
     return (["problem", "points", "initial state", "callbacks",
              "optimizers (their updates on a probe problem)"]
-            + [f"setting `{k}`" for k in [*trainer.settings(), "devices", "batch_size"]])
+            + [f"setting `{k}`" for k in [*trainer.settings(), "devices", "batch_size"]]
+            + [f"settings of callback `{cb.state_key}`" for cb in trainer.callbacks])
 
 
 def run_digests(trainer: "Trainer") -> dict[str, bytes]:
@@ -101,7 +164,8 @@ def run_digests(trainer: "Trainer") -> dict[str, bytes]:
     callbacks = [(type(cb).__name__, cb.state_key, cb.sync_every(trainer))
                  for cb in trainer.callbacks]
     phases = [0, *trainer.phases.starts]
-    probes = {f"{n}@{s}": probe_transform(tx, state.params[n])
+    counts = probe_counts(trainer.max_steps, phases)
+    probes = {f"{n}@{s}": probe_transform(tx, state.params[n], counts)
               for s in phases for n, tx in trainer.transforms_at(s).items()}
     out = {"problem": digest_json({"fingerprint": fingerprint(problem, state),
                                    "quantities": [(q.name, q.interval)
@@ -115,6 +179,8 @@ def run_digests(trainer: "Trainer") -> dict[str, bytes]:
     settings = {**trainer.settings(), "devices": [d.id for d in trainer.sharding.devices],
                 "batch_size": trainer.batch_sizes}
     out.update({f"setting `{k}`": digest_json(v) for k, v in settings.items()})
+    out.update({f"settings of callback `{cb.state_key}`": digest_json(callback_settings(cb))
+                for cb in trainer.callbacks})
     return out
 
 
@@ -153,6 +219,16 @@ class Processes:
         every process) across processes, or tell them that this process failed while
         starting (``failure``, re-raised here). Raises on every process when they differ or
         one failed, naming what differs."""
+        counts = self.gather(np.array([len(names)]))[:, 0]
+        if (counts != counts[0]).any():   # e.g. another number of callbacks
+            differ = np.flatnonzero(counts != counts[0]).tolist()
+            if failure is not None:
+                raise failure
+            here = [n.split("`")[1] for n in names if n.startswith("settings of callback")]
+            raise ValueError(f"the {self.count} processes built different runs: the "
+                             f"callbacks of process(es) {differ} differ from process 0's "
+                             f"(here: {here}). Every process must build the same Trainer "
+                             "(every setting), optimizers and callbacks.")
         table = np.zeros((len(names), _DIGEST_BYTES), np.uint8)
         for i, name in enumerate(names):
             if digests is not None:
@@ -214,6 +290,14 @@ class Processes:
                              "directory (a file system shared by all hosts).")
 
     # ------------------------------------------------------------------ stopping
+    def agree_stop(self, step: int | None) -> int | None:
+        """The earliest step after which any process's callbacks stop training (``step``:
+        this process's, or ``None``), the same on every process (a collective), so that all
+        end the chunk at the same step."""
+        rows = self.gather(np.array([-1 if step is None else step]))[:, 0]
+        asked = rows[rows >= 0]
+        return int(asked.min()) if asked.size else None
+
     def stop_together(self, trainer: "Trainer", preemption: bool) -> None:
         """After a chunk: if any process was preempted (SIGTERM), asked to stop, or received
         a signal, every process stops at this step, with the same signal."""

@@ -365,6 +365,7 @@ class Trainer(TrainingStep, LightningAttributes):
                 "log_every_n_steps": self.log_every_n_steps,
                 "enable_progress_bar": self.enable_progress_bar,
                 "enable_model_summary": self.enable_model_summary,
+                "enable_checkpointing": self.enable_checkpointing,
                 "max_record_bytes": self.max_record_bytes,
                 "handle_signals": self.handle_signals,
                 "overlap_callbacks": self.overlap_callbacks,

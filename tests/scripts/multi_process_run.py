@@ -12,10 +12,12 @@ MODE:
   ``checks``   eight fits in a row, on 1001 + 201 points: process 1 draws other points
                (refused); process 1 fails in ``on_fit_start`` (both stop); 20 steps
                (checkpoint at 10 and 20); a resume from a path only process 0 can read
-               (refused); three resumes where process 1 has another ``overlap_callbacks``,
-               ``max_record_bytes`` or learning rate (refused); 20 steps on mini-batches of
+               (refused); resumes where process 1 has another ``overlap_callbacks``,
+               ``max_record_bytes``, learning rate, a schedule that differs from step 31
+               on, another ``EarlyStopping`` patience, another RAD exponent or one more
+               callback (each refused); 20 steps on mini-batches of
                256, RAR-D adding 100 interior points before step 10 (no checkpoint, no
-               logger).
+               logger); a fit that process 0 alone decides to stop after step 4.
 
 Each process prints one line ``RESULT <json>``; process 0 writes the final parameters of the
 last training fit to DIR/params.npz.
@@ -46,8 +48,8 @@ if COUNT > 1:
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from jno_flax.callbacks import (Callback, ModelCheckpoint, ResamplePoints,  # noqa: E402
-                                TensorBoardLogger)
+from jno_flax.callbacks import (Callback, EarlyStopping, ModelCheckpoint,  # noqa: E402
+                                ResamplePoints, TensorBoardLogger)
 from jno_flax.trainers import Trainer  # noqa: E402
 from _poisson import relobralo_poisson, tracked_core  # noqa: E402
 
@@ -66,6 +68,20 @@ class SigtermAt(Callback):
             self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(NOTICE_SECONDS)
+
+
+class StopOnProcess0(Callback):
+    """Process 0 alone decides to stop after ``step`` (same settings, another answer)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def stopping_step(self, trainer, chunk):
+        return self.step if trainer.global_rank == 0 and self.step in chunk.steps else None
+
+    def on_train_chunk_end(self, trainer, problem, chunk):
+        if trainer.global_rank == 0 and self.step in chunk.steps:
+            trainer.stop(f"process 0 stops after step {self.step}")
 
 
 def build(seed: int = 0, resample: bool = False):
@@ -122,6 +138,17 @@ if MODE == "checks":
     if PROCESS == 1:
         slower.trainables[0].optimizer(optax.adam(2e-3))
     result["lr"] = fit(slower, 30, 10, ckpt_path="last")["error"]
+    late = build()   # a schedule that differs only from step 31 on, on process 1
+    late.trainables[0].optimizer(optax.adam(optax.piecewise_constant_schedule(
+        1e-3, {31: 0.5} if PROCESS == 1 else {})))
+    result["schedule"] = fit(late, 40, 10, ckpt_path="last")["error"]
+    result["patience"] = fit(build(), 30, 10, ckpt_path="last", callbacks=[
+        EarlyStopping("loss", patience=1 if PROCESS == 0 else 100)])["error"]
+    drawn, draw = build(resample=True)
+    redraw = ResamplePoints(draw.target, 10, strategy="rad", k=1.0 if PROCESS == 0 else 3.0)
+    result["rad_k"] = fit(drawn, 30, 10, ckpt_path="last", callbacks=[redraw])["error"]
+    result["count"] = fit(build(), 30, 10, ckpt_path="last", callbacks=[
+        EarlyStopping("loss")] if PROCESS == 1 else [])["error"]
     result["settings_seconds"] = time.monotonic() - started
     moving, grow = build(resample=True)
     trainer = Trainer(max_steps=20, callbacks=[grow], batch_size=256, chunk_size=10,
@@ -129,6 +156,12 @@ if MODE == "checks":
     history = trainer.fit(moving)
     result["moving"] = {"losses": history.total_loss.tolist(),
                         "points": int(moving.state.extras[grow.initial_points().name].shape[0])}
+    split = build()
+    trainer = Trainer(max_steps=20, callbacks=[StopOnProcess0(4)], chunk_size=10, logger=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False)
+    history = trainer.fit(split)
+    result["split_stop"] = {"step": trainer.global_step, "losses": history.total_loss.tolist()}
 else:
     result["train"] = fit(build(), 200, 50,
                           callbacks=[SigtermAt(120)] if MODE == "preempt" else [],
