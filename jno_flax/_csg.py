@@ -37,44 +37,93 @@ MAX_ROUNDS = 200
 _OPS = {"difference": "-", "union": "|", "intersection": "&"}
 
 
+#: what a condition does with a point on the other operand's boundary too (a shared edge
+#: or face): keep it where the two outward normals agree ("same"), where they are opposite
+#: ("opposite"), or never ("drop": the other operand keeps it, so it is kept once)
+SHARED = ("same", "opposite", "drop")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Where a part of one operand's boundary bounds a boolean: strictly inside (``sign=+1``)
+    or strictly outside (``-1``) the other operand ``geo``; on ``geo``'s boundary, ``shared``
+    decides (:data:`SHARED`), comparing ``geo``'s outward normal with the part's outward normal
+    at that level (``flip``: the part's normal is reversed there)."""
+
+    geo: Geometry
+    sign: int
+    shared: str
+    flip: bool
+
+    def keep(self, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
+        d = self.geo.signed_distance(points)
+        on = np.abs(d) <= _tolerance(self.geo)
+        ok = ~on & (self.sign * d > 0)
+        if self.shared != "drop" and on.any():
+            mine = (-1.0 if self.flip else 1.0) * normals[on]
+            agree = np.sum(mine * outward_normal(self.geo, points[on]), axis=1) > 0
+            ok[on] = agree if self.shared == "same" else ~agree
+        return ok
+
+
+def _tolerance(geo: Geometry) -> float:
+    """How close to ``geo``'s boundary a point counts as on it: 1e-9 of its size."""
+    lo, hi = geo.bounds
+    return 1e-9 * max(float(np.max(np.asarray(hi) - np.asarray(lo))), 1.0)
+
+
+def outward_normal(geo: Geometry, points: np.ndarray) -> np.ndarray:
+    """``geo``'s outward unit normal at points on its boundary: minus the gradient of its
+    signed distance (positive inside), by central differences."""
+    h = 1e3 * _tolerance(geo)
+    grad = np.stack([(geo.signed_distance(points + h * e) - geo.signed_distance(points - h * e))
+                     / (2 * h) for e in np.eye(points.shape[1])], axis=1)
+    size = np.linalg.norm(grad, axis=1, keepdims=True)
+    return -grad / np.where(size > 0, size, 1.0)
+
+
 @dataclass(frozen=True)
 class Part:
-    """The part of a primitive's boundary that bounds a boolean.
-
-    ``conditions`` are ``(geometry, sign)`` pairs: a point is kept where the geometry's
-    signed distance has that sign (``+1``: strictly inside, ``-1``: strictly outside).
-    """
+    """The part of a primitive's boundary that bounds a boolean: the points of ``leaf``'s
+    boundary that every condition keeps (nested booleans add one condition per level)."""
 
     leaf: Geometry
     flip: bool = False
     tags: tuple[str, ...] = ()
-    conditions: tuple[tuple[Geometry, int], ...] = ()
+    conditions: tuple[Condition, ...] = ()
 
-    def keep(self, points: np.ndarray) -> np.ndarray:
+    def keep(self, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
+        """Which of the leaf's boundary ``points`` (with the leaf's outward ``normals``)
+        bound the boolean."""
         ok = np.ones(len(points), bool)
-        for geo, sign in self.conditions:
-            ok &= sign * geo.signed_distance(points) > 0
+        for condition in self.conditions:
+            ok &= condition.keep(points, normals)
         return ok
 
-    def also(self, geo: Geometry, sign: int, flip: bool = False,
+    def also(self, geo: Geometry, sign: int, shared: str, flip: bool = False,
              tags: tuple[str, ...] = ()) -> "Part":
         return Part(self.leaf, self.flip ^ flip, self.tags + tags,
-                    self.conditions + ((geo, sign),))
+                    self.conditions + (Condition(geo, sign, shared, self.flip),))
 
 
 def parts(geo: Geometry) -> list[Part]:
-    """The boundary parts of ``geo`` (one per primitive)."""
+    """The boundary parts of ``geo`` (one per primitive). A boundary the two operands share
+    is kept once, from ``a``: for a union and an intersection where their normals agree
+    (an outside edge), for a difference where they are opposite (``a`` ends where ``b``
+    begins); an interface between them is not boundary."""
     if not isinstance(geo, Boolean):
         return [Part(geo, tags=geo.own_tags)]
     a, b = geo.a, geo.b
     own = geo.own_tags
     if geo.op == "union":
-        out = [p.also(b, -1) for p in parts(a)] + [p.also(a, -1) for p in parts(b)]
+        out = ([p.also(b, -1, "same") for p in parts(a)]
+               + [p.also(a, -1, "drop") for p in parts(b)])
     elif geo.op == "intersection":
-        out = [p.also(b, +1) for p in parts(a)] + [p.also(a, +1) for p in parts(b)]
+        out = ([p.also(b, +1, "same") for p in parts(a)]
+               + [p.also(a, +1, "drop") for p in parts(b)])
     else:
-        out = ([p.also(b, -1) for p in parts(a)]
-               + [p.also(a, +1, flip=True, tags=("holes",)) for p in parts(b)])
+        out = ([p.also(b, -1, "opposite") for p in parts(a)]
+               + [p.also(a, +1, "drop", flip=True, tags=("holes",)) for p in parts(b)])
     return [Part(p.leaf, p.flip, p.tags + own, p.conditions) for p in out]
 
 
@@ -185,7 +234,7 @@ class Boolean(BoxMapped, Geometry):
             if not len(rows):
                 continue
             b = part.leaf.boundary(u[rows, 1:1 + part.leaf.boundary_dims]).with_tags(part.tags)
-            ok = part.keep(b.points)
+            ok = part.keep(b.points, b.normals)
             rows, sign = rows[ok], -1.0 if part.flip else 1.0
             pts[rows], normals[rows] = b.points[ok], sign * b.normals[ok]
             for row, tags in zip(rows, b.sides[ok]):
@@ -231,7 +280,7 @@ class Boolean(BoxMapped, Geometry):
         for part in all_parts:
             share = part.leaf.boundary_measure / total
             b = part.leaf.boundary_grid(max(1, int(round(n * share)))).with_tags(part.tags)
-            ok = part.keep(b.points)
+            ok = part.keep(b.points, b.normals)
             sign = -1.0 if part.flip else 1.0
             out.append(BoundarySample(b.points[ok], sign * b.normals[ok], b.sides[ok]))
         return BoundarySample(np.concatenate([b.points for b in out]),

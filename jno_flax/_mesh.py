@@ -1,5 +1,11 @@
 """Simplex meshes (triangles in 2-D, tetrahedra in 3-D) as geometries, read from gmsh.
 
+Quadrangles are split into two triangles; other cells (hexahedra, prisms, pyramids) are
+refused by name, never dropped. Coincident nodes are merged, so parts meshed apart along a
+common edge or face become one region; where their nodes do not match, the facets with cells
+on both sides are refused (fragment the parts in gmsh). A 2-D mesh must lie in a plane
+``z = constant``.
+
 The interior is the union of the cells. Interior points are drawn uniformly (a cell chosen in
 proportion to its size, then barycentric weights from a flat Dirichlet law, uniform in the
 cell), or taken from the mesh nodes or the cells' quadrature points. The boundary is the set
@@ -25,6 +31,10 @@ from jno_flax._geometry import (BoundarySample, Geometry, object_array, polyline
 
 #: gmsh element types -> nodes per element, by dimension (higher orders use their corners)
 _CELLS = {1: {1: 2, 8: 3, 26: 4}, 2: {2: 3, 9: 6, 21: 10}, 3: {4: 4, 11: 10, 29: 20}}
+#: gmsh's quadrangles (4, 9 and 8 nodes; the corners first, in order): two triangles each
+_QUADS = {3: 4, 10: 9, 16: 8}
+#: nodes closer than this fraction of the mesh's size are one node
+_MERGE = 1e-10
 #: quadrature rules exact for quadratics: barycentric points (weights equal)
 _QUADRATURE = {2: np.array([[2 / 3, 1 / 6, 1 / 6], [1 / 6, 2 / 3, 1 / 6], [1 / 6, 1 / 6, 2 / 3]]),
                3: np.full((4, 4), 0.1381966011250105) + np.eye(4) * (0.5854101966249685
@@ -82,11 +92,11 @@ def read_gmsh(source) -> MeshData:
                                  ".msh file (no $MeshFormat header).")
         if not gmsh.isInitialized():
             with gmsh_session():
-                gmsh.open(path)
+                _open(gmsh, path)
                 return _read_model(gmsh, path)
         previous, models = gmsh.model.getCurrent(), len(gmsh.model.list())
         try:
-            gmsh.open(path)
+            _open(gmsh, path)
             return _read_model(gmsh, path)
         finally:
             if len(gmsh.model.list()) > models:  # leave the user's model current
@@ -102,33 +112,72 @@ def read_gmsh(source) -> MeshData:
                     f"{type(source).__name__}: {source!r}.")
 
 
+def _open(gmsh, path: str) -> None:
+    """``gmsh.open(path)``, with the file's name in gmsh's error (a truncated file)."""
+    try:
+        gmsh.open(path)
+    except Exception as err:  # noqa: BLE001 - gmsh raises plain Exception; re-raised with the path
+        raise ValueError(f"`source` {path!r} cannot be read by gmsh ({err}): a damaged or "
+                         "truncated .msh file? Write it again with gmsh.write(...).") from err
+
+
 def _read_model(gmsh, what: str) -> MeshData:
     tags, coords, _ = gmsh.model.mesh.getNodes()
     index = {int(t): i for i, t in enumerate(tags)}
-    dim = next((d for d in (3, 2) if _corners(gmsh, d, None, index)), None)
+    dim = next((d for d in (3, 2) if len(gmsh.model.mesh.getElements(d, -1)[0])), None)
     if dim is None:
         raise ValueError(f"{what} has no triangles or tetrahedra: mesh it first "
                          "(gmsh.model.mesh.generate(2) or (3)).")
-    nodes = np.asarray(coords, dtype=np.float64).reshape(-1, 3)[:, :dim]
+    xyz = np.asarray(coords, dtype=np.float64).reshape(-1, 3)
+    if dim == 2 and np.ptp(xyz[:, 2]) > _MERGE * max(float(np.ptp(xyz[:, :2])), 1.0):
+        raise ValueError(f"{what} is a 2-D mesh outside the xy-plane (z from "
+                         f"{xyz[:, 2].min():g} to {xyz[:, 2].max():g}); a 2-D domain's points "
+                         "are (x, y): mesh it in a plane z = constant.")
     groups: dict[str, set[tuple[int, ...]]] = {}
     for gdim, tag in gmsh.model.getPhysicalGroups(dim - 1):
         name = gmsh.model.getPhysicalName(gdim, tag) or f"group_{tag}"
         facets = groups.setdefault(name, set())
         for entity in gmsh.model.getEntitiesForPhysicalGroup(gdim, tag):
-            for block in _corners(gmsh, dim - 1, int(entity), index):
+            for block in _corners(gmsh, dim - 1, int(entity), index, what):
                 facets.update(tuple(sorted(f)) for f in block.tolist())
-    return MeshData(nodes, np.concatenate(_corners(gmsh, dim, None, index)), groups)
+    cells = np.concatenate(_corners(gmsh, dim, None, index, what))
+    return _merged(MeshData(xyz[:, :dim], cells, groups))
 
 
-def _corners(gmsh, dim: int, entity, index) -> list[np.ndarray]:
-    """The corner node indices of the simplices of dimension ``dim`` (of one entity)."""
+def _merged(data: MeshData) -> MeshData:
+    """``data`` with coincident nodes made one (parts meshed apart along a common edge or
+    face have a copy of its nodes each, which would make it a boundary)."""
+    nodes = data.nodes
+    scale = max(float(np.ptp(nodes)), 1.0)
+    _, first, inverse = np.unique(np.round(nodes / (_MERGE * scale)), axis=0,
+                                  return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    if len(first) == len(nodes):
+        return data
+    groups = {name: {tuple(sorted(int(inverse[i]) for i in f)) for f in facets}
+              for name, facets in data.groups.items()}
+    return MeshData(nodes[first], inverse[data.cells], groups)
+
+
+def _corners(gmsh, dim: int, entity, index, what: str = "the mesh") -> list[np.ndarray]:
+    """The corner node indices of the simplices of dimension ``dim`` (of one entity);
+    quadrangles become two triangles, and other cells are refused by name."""
     types, _, node_tags = gmsh.model.mesh.getElements(dim, -1 if entity is None else entity)
     out = []
     for kind, nt in zip(types, node_tags):
-        per = _CELLS[dim].get(int(kind))
-        if per is not None:
-            corners = np.asarray(nt, dtype=np.int64).reshape(-1, per)[:, :dim + 1]
-            out.append(np.vectorize(index.__getitem__)(corners))
+        kind = int(kind)
+        if kind in _CELLS[dim]:
+            corners = np.asarray(nt, dtype=np.int64).reshape(-1, _CELLS[dim][kind])[:, :dim + 1]
+        elif dim == 2 and kind in _QUADS:
+            quads = np.asarray(nt, dtype=np.int64).reshape(-1, _QUADS[kind])[:, :4]
+            corners = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+        else:
+            name = gmsh.model.mesh.getElementProperties(kind)[0]
+            raise ValueError(f"{what} has {name} elements (gmsh type {kind}) of dimension "
+                             f"{dim}, which a mesh domain does not take: mesh with "
+                             f"{'triangles or quadrangles' if dim == 2 else 'tetrahedra'} "
+                             "(e.g. without recombination).")
+        out.append(np.vectorize(index.__getitem__)(corners))
     return out
 
 
@@ -162,6 +211,7 @@ class SimplexMesh(Geometry):
         self.volumes = _simplex_measure(self.nodes[self.cells])
         self._cells_cum = np.cumsum(self.volumes) / self.volumes.sum()
         self._boundary_facets()
+        self._refuse_interfaces()
         self.facet_sizes = _simplex_measure(self.nodes[self.facets])
         self._facets_cum = np.cumsum(self.facet_sizes) / self.facet_sizes.sum()
         self._facet_tags = self._tags_of_facets(data.groups)
@@ -185,6 +235,34 @@ class SimplexMesh(Geometry):
         self.facets = facets
         self.facet_normals = normal / np.linalg.norm(normal, axis=1, keepdims=True)
         self._facet_keys = [tuple(k) for k in np.sort(facets, axis=1).tolist()]
+
+    def _refuse_interfaces(self) -> None:
+        """Refuse boundary facets with a cell on their outer side too: an interface between
+        parts meshed apart whose nodes do not match (coincident ones were merged)."""
+        from scipy.spatial import cKDTree
+        v = self.nodes[self.cells]
+        centroids = v.mean(axis=1)
+        reach = float(np.max(np.linalg.norm(v - centroids[:, None], axis=2)))
+        f = self.nodes[self.facets]
+        size = np.max(np.linalg.norm(f - f[:, :1], axis=2), axis=1)
+        probes = f.mean(axis=1) + 1e-3 * size[:, None] * self.facet_normals
+        inverse = np.linalg.inv(np.swapaxes(v[:, 1:] - v[:, :1], 1, 2))  # (C, d, d)
+        inner = []
+        for k, near in enumerate(cKDTree(centroids).query_ball_point(probes, reach)):
+            if not near:
+                continue
+            near = np.asarray(near)
+            lam = np.einsum("cij,cj->ci", inverse[near], probes[k] - v[near, 0])
+            if np.any((lam >= 0).all(axis=1) & (lam.sum(axis=1) <= 1)):
+                inner.append(k)
+        if inner:
+            at = np.round(f[inner[0]].mean(axis=0), 6).tolist()
+            raise ValueError(
+                f"mesh {self._description}: {len(inner)} of its {len(self.facets)} boundary "
+                f"facets have cells on both sides (e.g. at {at}): parts meshed apart whose "
+                "nodes do not match along a common edge or face. Fragment them in gmsh "
+                "(gmsh.model.occ.fragment(...), then synchronize and mesh) so that they "
+                "share it.")
 
     def _raw_normals(self, v: np.ndarray) -> np.ndarray:
         if self.dim == 2:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from jno_flax._geometry import (BoundarySample, BoxMapped, Geometry, _midpoints, box_distance,
-                                box_grid, box_smooth_distance, polyline_distance)
+                                box_grid, box_smooth_distance, polyline_distance,
+                                polyline_smooth_distance)
 
 
 class Segments(BoxMapped, Geometry):
@@ -53,6 +54,10 @@ class Segments(BoxMapped, Geometry):
 
     def signed_distance(self, p, xp=np):
         return polyline_distance(p, self.starts, self.ends, xp)
+
+    def smooth_distance(self, p, xp=np):
+        """The trimmed segments' distances combined by R-equivalence (smooth inside)."""
+        return polyline_smooth_distance(p, self.starts, self.ends, xp)
 
     def interior_grid(self, n):
         pts = box_grid(self.lo, self.hi, int(np.ceil(n / self.acceptance)))

@@ -328,7 +328,7 @@ def mesh(source, *, interior: str = "random", n_interior: int | None = None,
     if interior != "random" and n_interior is not None:
         raise ValueError(f"`n_interior` sets the count of random points; interior={interior!r} "
                          f"uses the mesh's own points, got n_interior={n_interior!r}.")
-    name = f"{source!r}" if isinstance(source, (str, os.PathLike)) else "from gmsh"
+    name = repr(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "from gmsh"
     geo = SimplexMesh(read_gmsh(source), name)
     if interior != "random":
         geo.fixed_interior = (geo.nodes_inside() if interior == "nodes"

@@ -367,3 +367,74 @@ def test_resampling_in_the_step_stays_in_a_boolean_region(strategy):
     points = np.asarray(crux.state.extras["points_0"])
     assert points.shape == (128, 2) and shape.contains(points).all()
     assert not np.isin(points, dom.points("interior").astype(points.dtype)).all(axis=1).all()
+
+
+# ---------------------------------------------------------------------- shared edges, outlines
+@pytest.mark.parametrize("build, length, interface", [
+    (lambda: geometry.rect((0, 1), (0, 1)) & geometry.rect((0, 2), (0, 1)), 4.0, None),
+    (lambda: geometry.rect((0, 2), (0, 1)) | geometry.rect((0, 1), (0, 2)), 8.0,
+     lambda b: np.isclose(b[:, 1], 1.0) & (b[:, 0] < 1 - 1e-9)),
+    (lambda: geometry.rect((0, 1), (0, 1)) | geometry.rect((1, 2), (0, 1)), 6.0,
+     lambda b: np.isclose(b[:, 0], 1.0) & (b[:, 1] > 1e-9) & (b[:, 1] < 1 - 1e-9)),
+    (lambda: geometry.rect((0, 2), (0, 1)) - geometry.rect((1, 2), (0, 1)), 4.0, None),
+    (lambda: geometry.rect((0, 1), (0, 1)) - geometry.rect((1, 2), (0, 1)), 4.0, None),
+], ids=["intersection", "lshape_union", "side_by_side", "difference_inside", "difference_beside"])
+def test_operands_that_share_an_edge_keep_it_once(build, length, interface):
+    """Every case is a rectangle or the L of area 3: the boundary has its true length, its
+    points lie on it with outward normals, spread evenly, and no interface between the
+    operands is boundary."""
+    shape = build()
+    np.testing.assert_allclose(shape.boundary_measure, length, rtol=0.02)
+    dom = jno.domain.from_geometry(shape, n_interior=10, n_boundary=4000, seed=0)
+    b, n = dom.points("boundary"), dom.normals("boundary")
+    np.testing.assert_allclose(shape.signed_distance(b), 0.0, atol=1e-12)
+    assert not shape.contains(b + 1e-6 * n).any() and shape.contains(b - 1e-6 * n).all()
+    if interface is not None:
+        assert not interface(b).any()
+    # uniform in length: each unit of boundary gets its share of the points
+    for x in (0.25, 0.75):
+        bottom = np.mean(np.isclose(b[:, 1], 0.0) & (np.abs(b[:, 0] - x) < 0.25))
+        np.testing.assert_allclose(bottom, 0.5 / length, rtol=0.2)
+
+
+@pytest.mark.parametrize("vertices, message", [
+    ([(0, 0), (1, 1), (1, 0), (0, 1)], r"outline crosses or touches itself: side 0 \(\[0.0, "
+                                       r"0.0\] to \[1.0, 1.0\]\) meets side 2"),
+    ([(0, 0), (2, 0), (2, 2), (1, -1), (0, 2)], r"outline crosses or touches itself"),
+    ([(0, 0), (2, 0), (2, 2), (1, 0), (0, 2)], r"outline crosses or touches itself"),
+    ([(0, 0), (1, 0), (2, 0)], r"enclose no area \(collinear points\)"),
+    ([(0, 0), (1, 0), (1, 0), (1, 1)], r"`vertices` 1 and 2 are the same point \[1.0, 0.0\]"),
+], ids=["bow_tie", "asymmetric_crossing", "touching", "collinear", "repeated"])
+def test_polygons_that_bound_no_simple_region_are_refused(vertices, message):
+    with pytest.raises(ValueError, match=message):
+        geometry.polygon(vertices)
+
+
+def test_a_closed_ring_is_the_polygon():
+    ring = geometry.polygon([(0, 0), (2, 0), (2, 1), (0, 1), (0, 0)])   # shapely's spelling
+    plain = geometry.polygon([(0, 0), (2, 0), (2, 1), (0, 1)])
+    assert ring.describe() == plain.describe() == "polygon with 4 vertices"
+    np.testing.assert_array_equal(ring.normals, plain.normals)
+    assert np.isfinite(ring.normals).all() and ring.area == 2.0
+    np.testing.assert_allclose(ring.signed_distance(np.array([[1.0, 0.5]])), [0.5])
+
+
+@pytest.mark.parametrize("shape", [geometry.lshape(),
+                                   geometry.polygon([(0, 0), (1, 0), (1, 1), (0.5, 0.4),
+                                                     (0, 1)])], ids=["lshape", "arrow"])
+def test_smooth_distance_of_polygons_has_no_kinks(shape):
+    dom = jno.domain.from_geometry(shape, n_interior=500, n_boundary=2000, seed=4)
+    b, n = dom.points("boundary"), dom.normals("boundary")
+    smooth = lambda p: shape.smooth_distance(p, jnp)  # noqa: E731
+    np.testing.assert_allclose(np.asarray(smooth(jnp.asarray(b))), 0.0, atol=1e-6)
+    assert (np.asarray(smooth(jnp.asarray(dom.points("interior")))) > 0).all()
+    grad = jax.vmap(jax.grad(lambda q: smooth(q[None])[0]))
+    inside = jnp.asarray(b - 1e-4 * n)
+    away = np.min(np.linalg.norm(b[:, None] - shape.vertices[None], axis=2), axis=1) > 0.1
+    np.testing.assert_allclose(np.asarray(grad(inside))[away], -n[away], atol=1e-2)
+    # on the bisector of the lower-left corner the exact distance's nearest side changes
+    lo = shape.vertices.min(axis=0)
+    across = jnp.asarray(lo + 0.1 * np.array([[1.0, 1.0 + 1e-3], [1.0, 1.0 - 1e-3]]))
+    exact = jax.vmap(jax.grad(lambda q: shape.signed_distance(q[None], jnp)[0]))
+    jump = lambda g: np.abs(np.diff(np.asarray(g(across)), axis=0)).max()  # noqa: E731
+    assert jump(exact) > 0.5 and jump(grad) < 0.01

@@ -205,3 +205,82 @@ def test_mesh_errors(plate_msh, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "gmsh", None)
     with pytest.raises(ImportError, match=r"pip install 'jno_flax\[mesh\]'"):
         jno.domain.mesh(plate_msh)
+
+
+def _write(path, build):
+    with jno.domain.gmsh_session():
+        build(gmsh.model.occ)
+        gmsh.write(str(path))
+    return path
+
+
+def _two_squares(occ, fine_right=None):
+    """Two unit squares side by side, meshed apart (no fragment): the edge x = 1 twice."""
+    occ.addRectangle(0, 0, 0, 1, 1)
+    occ.addRectangle(1, 0, 0, 1, 1)
+    occ.synchronize()
+    gmsh.model.mesh.setSize(gmsh.model.getEntities(0), 0.1)
+    if fine_right:   # the right square's corners finer: its nodes on x = 1 differ
+        gmsh.model.mesh.setSize([(0, 5), (0, 6), (0, 7), (0, 8)], fine_right)
+    gmsh.model.mesh.generate(2)
+
+
+def test_quadrangles_are_two_triangles_each(tmp_path):
+    def quads(occ):
+        occ.addRectangle(0, 0, 0, 2, 1)
+        occ.synchronize()
+        gmsh.option.setNumber("Mesh.RecombineAll", 1)
+        gmsh.option.setNumber("Mesh.MeshSizeMax", 0.2)
+        gmsh.model.mesh.generate(2)
+    geo = jno.domain.mesh(_write(tmp_path / "q.msh", quads), n_interior=400, n_boundary=40,
+                          seed=0).geometry
+    np.testing.assert_allclose([geo.measure, geo.boundary_measure], [2.0, 6.0], rtol=1e-12)
+
+
+def test_parts_meshed_apart_are_one_region_or_refused(tmp_path):
+    dom = jno.domain.mesh(_write(tmp_path / "two.msh", _two_squares), n_interior=100,
+                          n_boundary=400, seed=0)
+    np.testing.assert_allclose(dom.geometry.boundary_measure, 6.0, rtol=1e-12)
+    b = dom.points("boundary")
+    on_interface = np.isclose(b[:, 0], 1.0) & (b[:, 1] > 1e-9) & (b[:, 1] < 1 - 1e-9)
+    assert not on_interface.any()
+    mismatched = _write(tmp_path / "mismatch.msh", lambda occ: _two_squares(occ, 0.07))
+    with pytest.raises(ValueError, match=r"mesh '.*mismatch.msh': \d+ of its \d+ boundary "
+                                         r"facets have cells on both sides \(e.g. at \[1.0, "
+                                         r".*\]\): parts meshed apart .* Fragment them"):
+        jno.domain.mesh(mismatched, n_interior=10, n_boundary=10)
+
+
+def test_meshes_it_cannot_take_are_refused_by_name(tmp_path):
+    def tilted(occ):
+        occ.addRectangle(0, 0, 0, 1, 1)
+        occ.rotate([(2, 1)], 0, 0, 0, 1, 0, 0, 0.5)
+        occ.synchronize()
+        gmsh.option.setNumber("Mesh.MeshSizeMax", 0.3)
+        gmsh.model.mesh.generate(2)
+    with pytest.raises(ValueError, match=r"tilted.msh is a 2-D mesh outside the xy-plane \(z "
+                                         r"from 0 to 0.479\d*\)"):
+        jno.domain.mesh(_write(tmp_path / "tilted.msh", tilted), n_interior=10, n_boundary=10)
+
+    def hexahedra(occ):
+        occ.addBox(0, 0, 0, 1, 1, 1)
+        occ.synchronize()
+        gmsh.option.setNumber("Mesh.RecombineAll", 1)
+        gmsh.option.setNumber("Mesh.Recombine3DAll", 1)
+        gmsh.option.setNumber("Mesh.MeshSizeMax", 0.5)
+        for dim, tag in gmsh.model.getEntities(1):
+            gmsh.model.mesh.setTransfiniteCurve(tag, 3)
+        for dim, tag in gmsh.model.getEntities(2):
+            gmsh.model.mesh.setTransfiniteSurface(tag)
+        gmsh.model.mesh.setTransfiniteVolume(1)
+        gmsh.model.mesh.generate(3)
+    with pytest.raises(ValueError, match=r"has Hexahedron 8 elements \(gmsh type 5\) of "
+                                         r"dimension 3, which a mesh domain does not take"):
+        jno.domain.mesh(_write(tmp_path / "hex.msh", hexahedra), n_interior=10, n_boundary=10)
+    whole = (tmp_path / "two.msh")
+    _write(whole, _two_squares)
+    text = whole.read_text()
+    (tmp_path / "cut.msh").write_text(text[:len(text) // 2])
+    with pytest.raises(ValueError, match=r"`source` '.*cut.msh' cannot be read by gmsh \(Could "
+                                         r"not read nodes\): a damaged or truncated .msh file"):
+        jno.domain.mesh(tmp_path / "cut.msh", n_interior=10, n_boundary=10)
