@@ -69,9 +69,26 @@ class FunctionAt(Expr):
 
     def __init__(self, fam: "FunctionSet", coords: Sequence[Expr]):
         ps = _check_coords(fam, coords, "a function family's value `f(x)`")
-        self.axes = fam.axes
+        self.axes, self.family = fam.axes, fam
         super().__init__((fam.__jno_expr__(), *coords), ps, (1,), default_float(),
                          "f(x)", "function_at")
+        self.check_within({c.column: ps.column_range(c.column) for c in coords},
+                          f"the points of {ps.describe()}")
+
+    def check_within(self, ranges: dict[int, tuple[float, float]], what: str) -> None:
+        """Raise unless the coordinate ranges ``{column: (lo, hi)}`` lie within the sensor
+        grid: beyond it the interpolation would hold the last sensor's value."""
+        for c, axis in zip(self.children[1:], self.axes):
+            if c.column not in ranges:
+                continue
+            lo, hi = ranges[c.column]
+            tol = 1e-9 * max(float(axis[-1] - axis[0]), 1.0)
+            if lo < axis[0] - tol or hi > axis[-1] + tol:
+                raise ValueError(
+                    f"`f({c.symbol})`: {what} reach {c.symbol} in [{lo:g}, {hi:g}], outside "
+                    f"the sensors of {self.family.describe()} ([{axis[0]:g}, {axis[-1]:g}]), "
+                    "where f would hold its last sensor's value. Give the family a range "
+                    "that covers them (`x_range=` / `y_range=`).")
 
     def point_eval(self, ctx):
         row = ctx.value(self.children[0])

@@ -45,6 +45,17 @@ class PointSet:
     def describe(self) -> str:
         return f"'{self.tag}' of {self.domain.describe()}"
 
+    def column_range(self, column: int) -> tuple[float, float]:
+        """The range a coordinate column's points may take: the domain's bounding box (its
+        time range for ``t``), which points drawn during training also stay in."""
+        values = self.array[:, column]
+        lo, hi = float(values.min()), float(values.max())
+        domain = self.domain
+        if domain.time is not None and column == self.n_coords - 1:
+            return min(lo, domain.time[0]), max(hi, domain.time[1])
+        box_lo, box_hi = domain.geometry.bounds
+        return min(lo, float(box_lo[column])), max(hi, float(box_hi[column]))
+
     def variables(self) -> tuple["Variable", ...]:
         if self._variables is None:
             self._variables = tuple(Variable(self, i, name)

@@ -12,7 +12,7 @@ from jno_flax._dtypes import default_float, x64_enabled
 from jno_flax._checks import fmt_shape
 from jno_flax._evaluate import Evaluator, Registry, walk
 from jno_flax._expr import Expr, as_expr
-from jno_flax._function_nodes import PairedData, PairedValues
+from jno_flax._function_nodes import FunctionAt, PairedData, PairedValues
 from jno_flax.functions import FunctionSet
 from jno_flax._pointset import PointSet, Variable
 from jno_flax._tracker import Tracker
@@ -257,6 +257,10 @@ class Problem:
                          for c in missing]
                 raise ValueError(f"`inputs` for {ps.describe()} miss {names}; give every "
                                  "coordinate of that point set (and any normals used).")
+            for node in walk(nodes):
+                if isinstance(node, FunctionAt) and node.pointset is ps:
+                    node.check_within({c: (float(np.min(v)), float(np.max(v)))
+                                       for c, v in cols.items()}, "the `inputs` points")
             n = next(iter(sizes.values()))
             full = np.zeros((n, ps.array.shape[1]))
             for c, v in cols.items():
@@ -272,6 +276,9 @@ def _function_inputs(fam: FunctionSet, values: Any, nodes: list[Expr]) -> dict:
         raise ValueError(f"`inputs[{fam!r}]` must have shape (n_functions, "
                          f"{', '.join(map(str, fam.values.shape[1:]))}) like the family's "
                          f"values, got {arr.shape}.")
+    if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"`inputs[{fam!r}]` must be finite numbers (as the family's own "
+                         "values); it contains NaN or inf.")
     paired = [n for n in walk(nodes) if isinstance(n, (PairedData, PairedValues))
               and n.instances is fam]
     if paired:

@@ -367,3 +367,35 @@ def test_bad_family_arguments_are_refused():
         jno.functions.FunctionSet(np.zeros((2, 3)), axes=[np.array([0.0, 0.1, 0.5])])
     with pytest.raises(ValueError, match="has 3 sensors per function, but the grid"):
         jno.functions.FunctionSet(np.zeros((2, 3)), axes=[np.linspace(0, 1, 4)])
+
+
+def test_function_values_outside_the_sensor_grid_are_refused():
+    """``f(x)`` beyond the family's sensors would hold the last sensor's value: refused when
+    the problem is built (the domain's range) and at ``crux.eval`` points."""
+    f = jno.functions.grf(3, x_range=(0, 1), n_sensors=16, length_scale=0.3, seed=0)
+    wide = jno.domain.interval(0, 2, n_interior=8, n_boundary=2, seed=0)
+    (xw,) = wide.variable("interior")
+    with pytest.raises(ValueError, match=r"`f\(x\)`: the points of 'interior' of interval\(0, "
+                                         r"2\) reach x in \[0, 2\], outside the sensors of "
+                                         r".*\(\[0, 1\]\), where f would hold its last "
+                                         r"sensor's value"):
+        f(xw)
+    (x,) = jno.domain.interval(0, 1, n_interior=8, n_boundary=2, seed=0).variable("interior")
+    crux = jno.core([f(x).mse])
+    inside = np.linspace(0, 1, 5)[:, None]
+    assert np.asarray(crux.eval(f(x), inputs={x: inside})).shape == (3, 5, 1)
+    with pytest.raises(ValueError, match=r"`f\(x\)`: the `inputs` points reach x in \[-0.5, "
+                                         r"1\], outside the sensors"):
+        crux.eval(f(x), inputs={x: np.linspace(-0.5, 1, 5)[:, None]})
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_eval_inputs_of_a_family_must_be_finite(bad):
+    f = jno.functions.grf(3, x_range=(0, 1), n_sensors=16, length_scale=0.3, seed=0)
+    (x,) = jno.domain.interval(0, 1, n_interior=8, n_boundary=2, seed=0).variable("interior")
+    crux = jno.core([f(x).mse])
+    values = np.array(f.values)
+    values[1, 3] = bad
+    with pytest.raises(ValueError, match=r"`inputs\[.*\]` must be finite numbers \(as the "
+                                         r"family's own values\); it contains NaN or inf"):
+        crux.eval(f(x), inputs={f: values})
