@@ -57,6 +57,16 @@ def _numbers(values: Any) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    """The device and inode of ``path`` (``None`` when it does not exist): a directory
+    removed and made again has another."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class _Manager(ocp.CheckpointManager):
     """orbax's manager, leaving JAX's preemption sync point to the trainer. orbax asks
     ``reached_preemption_sync_point(step)`` at every save (for its logs), with the training
@@ -127,6 +137,7 @@ class ModelCheckpoint(PeriodicCallback):
         #: the step of the newest complete checkpoint of this fit (or the one resumed from)
         self.last_saved_step: int | None = None
         self._issued: int | None = None   # the step of the save in flight, if any
+        self._issued_in: tuple[int, int] | None = None   # the identity of its directory
         self._latest: dict[str, float] = {}
         self._manager: ocp.CheckpointManager | None = None
         self._lock = DirectoryLock()
@@ -223,6 +234,10 @@ class ModelCheckpoint(PeriodicCallback):
         if self._issued is not None:
             if not os.path.isdir(self.step_path(self._issued)):
                 raise self._incomplete("its directory is gone")
+            if _identity(self.dirpath) != self._issued_in:
+                # orbax recreates missing directories: what it wrote after is a part only
+                raise self._incomplete(f"{self.dirpath!r} was removed or replaced while the "
+                                       "checkpoint was written")
             self.last_saved_step, self._issued = self._issued, None
             self.last_model_path = self.step_path(self.last_saved_step)
 
@@ -400,7 +415,7 @@ class ModelCheckpoint(PeriodicCallback):
             raise OSError(f"ModelCheckpoint could not write the checkpoint of step {step} to "
                           f"{self.dirpath!r} ({type(err).__name__}: {err}); "
                           f"{self._newest_text()}.") from err
-        self._issued = step
+        self._issued, self._issued_in = step, _identity(self.dirpath)
         if not self.async_save:
             self.wait()
         return path

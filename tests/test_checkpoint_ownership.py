@@ -224,24 +224,34 @@ def test_history_run_id_is_kept_by_continued_and_resumed_fits(tmp_path):
 
 class _RemoveInFlight(Callback):
     """Right after the save of step 10 is issued (asynchronous, not waited for), the
-    directory is removed."""
+    directory is removed; orbax's final rename of that save waits for it (``released``)."""
 
-    def __init__(self, ckpt):
-        self.ckpt = ckpt
+    def __init__(self, ckpt, released):
+        self.ckpt, self.released = ckpt, released
 
     def on_train_chunk_end(self, trainer, problem, chunk):
         if chunk.last_step + 1 == 10:
             assert self.ckpt._issued == 10
-            # at once, while orbax writes into it (a rename: rmtree races with the writer)
-            os.rename(self.ckpt.dirpath, self.ckpt.dirpath + ".gone")
+            os.rename(self.ckpt.dirpath, self.ckpt.dirpath + ".gone")  # rmtree races the writer
+            self.released.set()
 
 
-def test_a_directory_removed_under_an_async_save_is_an_oserror_naming_the_step(tmp_path):
+def test_a_directory_removed_under_an_async_save_is_an_oserror_naming_the_step(tmp_path,
+                                                                             monkeypatch):
+    import threading
+
+    from orbax.checkpoint._src.path import atomicity
+    released, finalize = threading.Event(), atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def held(self, *args, **kwargs):   # the background write ends after the removal
+        released.wait(timeout=60)
+        return await finalize(self, *args, **kwargs)
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", held)
     ck = ModelCheckpoint(tmp_path / "ck", every_n_train_steps=10)
     with pytest.raises(OSError, match=r"ModelCheckpoint could not complete the checkpoint of "
                                       r"step 10 in '.*/ck' \(.*\); no complete checkpoint of "
                                       r"this run remains"):
-        _fit(TinyProblem().core(), 40, ck, _RemoveInFlight(ck))
+        _fit(TinyProblem().core(), 40, ck, _RemoveInFlight(ck, released))
     assert ck.last_model_path == "" and ck.last_saved_step is None   # never the failed one
 
 
