@@ -29,9 +29,9 @@ from scipy.stats import qmc
 
 from jno_flax import geometry as _geo
 from jno_flax._checks import positive_int
-from jno_flax._csg import MAX_ROUNDS
+from jno_flax.geometry._csg import MAX_ROUNDS
 from jno_flax._expr import Expr
-from jno_flax._geometry import BoundarySample, Geometry
+from jno_flax.geometry._geometry import BoundarySample, Geometry
 from jno_flax._pointset import PointSet, Variable
 from jno_flax._seed import default_seed
 
@@ -272,7 +272,7 @@ def points(array, *, coord_names: tuple[str, ...] | None = None) -> Domain:
         array: ``(N, D)`` coordinates.
         coord_names: names of the columns (default ``x``, ``y``, ``z`` / ``x0, x1, ...``).
     """
-    from jno_flax._geometry import Points
+    from jno_flax.geometry._geometry import Points
     pts = np.asarray(array, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[0] < 1 or pts.shape[1] < 1 or not np.all(np.isfinite(pts)):
         raise ValueError(f"`array` must be an (N, D) array of finite numbers with N, D >= 1, "
@@ -291,7 +291,7 @@ def coordinate_names(dim: int) -> tuple[str, ...]:
 
 def gmsh_session():
     """A context in which gmsh is initialised (quiet) and then finalised, keeping the
-    process's handling of SIGPIPE (gmsh resets it); see :func:`jno_flax._mesh.gmsh_session`.
+    process's handling of SIGPIPE (gmsh resets it); see :func:`jno_flax.geometry._mesh.gmsh_session`.
 
     >>> with jno.domain.gmsh_session() as gmsh:
     ...     square = gmsh.model.occ.addRectangle(0, 0, 0, 1, 1)
@@ -301,7 +301,7 @@ def gmsh_session():
     >>> round(dom.geometry.measure, 12)
     1.0
     """
-    from jno_flax._mesh import gmsh_session as session
+    from jno_flax.geometry._mesh import gmsh_session as session
     return session()
 
 
@@ -322,7 +322,7 @@ def mesh(source, *, interior: str = "random", n_interior: int | None = None,
     Tags: ``"interior"``, ``"boundary"`` and one per physical group of dimension ``dim - 1``
     (its name, or ``"group_<tag>"``), with the outward normals of the facets.
     """
-    from jno_flax._mesh import SimplexMesh, read_gmsh
+    from jno_flax.geometry._mesh import SimplexMesh, read_gmsh
     if interior not in MESH_INTERIOR:
         raise ValueError(f"`interior` must be one of {MESH_INTERIOR}, got {interior!r}.")
     if interior != "random" and n_interior is not None:

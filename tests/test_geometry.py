@@ -250,7 +250,7 @@ def test_a_difference_that_leaves_nothing_is_an_error():
 def test_a_sampler_that_cannot_find_points_says_the_acceptance_rate(monkeypatch):
     shape = geometry.rect((0, 1), (0, 1)) - geometry.disk((0.5, 0.5), 0.7)  # corners only
     monkeypatch.setattr("jno_flax.domain.MAX_ROUNDS", 1)
-    monkeypatch.setattr("jno_flax._csg.MAX_ROUNDS", 1)
+    monkeypatch.setattr("jno_flax.geometry._csg.MAX_ROUNDS", 1)
     true_acceptance, shape.acceptance = shape.acceptance, 1.0  # claims every candidate is
     # inside: one round cannot fill N
     with pytest.raises(ValueError, match=r"could not find 5000 interior points.*acceptance "

@@ -64,3 +64,48 @@ def test_callbacks_do_not_import_trainers_at_run_time(path):
 def test_each_package_imports_first(first):
     subprocess.run([sys.executable, "-c", f"import {first}"], check=True, cwd=ROOT,
                    env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+#: what the wings may use of the core: shared utilities (and, for ``jno_flax.nn``, the model
+#: adapter ``wrap`` it re-exports)
+UTILITIES = {"jno_flax._checks", "jno_flax._dtypes", "jno_flax._seed", "jno_flax._warnings",
+             "jno_flax._trees"}
+WINGS = {"geometry": UTILITIES, "nn": UTILITIES | {"jno_flax._trainable"}}
+#: the core modules that use the geometry wing (its public names and geometry classes)
+GEOMETRY_USERS = {"domain.py", "functions.py", "__init__.py"}
+
+
+def _module_level_imports(path: str) -> list[str]:
+    """The ``jno_flax`` modules ``path`` imports when it is loaded (top-level statements)."""
+    out = []
+    for node in ast.parse(open(path).read()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(
+                "jno_flax"):
+            out += [f"{node.module}.{a.name}" if node.module == "jno_flax" else node.module
+                    for a in node.names]
+    return out
+
+
+@pytest.mark.parametrize("wing", sorted(WINGS))
+def test_a_wing_uses_only_the_cores_utilities(wing):
+    files = _files(os.path.join("jno_flax", wing))
+    assert len(files) >= 4, files
+    for path in files:
+        for module in _module_level_imports(path):
+            assert module.startswith(f"jno_flax.{wing}") or module in WINGS[wing], \
+                f"{path} imports {module}"
+
+
+def test_the_core_uses_the_wings_only_at_its_edges():
+    """No cycle between the expression core and a wing: the core's modules do not import
+    ``jno_flax.nn``, and only the domains (and the function families' ranges) import
+    ``jno_flax.geometry``; the flat core stays small."""
+    core = _files("jno_flax")
+    assert len(core) <= 26, [os.path.basename(f) for f in core]
+    for path in core:
+        for module in _module_level_imports(path):
+            name = os.path.basename(path)
+            if name != "__init__.py":
+                assert not module.startswith("jno_flax.nn"), f"{path} imports {module}"
+            if module.startswith("jno_flax.geometry"):
+                assert name in GEOMETRY_USERS, f"{path} imports {module}"

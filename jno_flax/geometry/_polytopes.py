@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jno_flax._geometry import (BoundarySample, BoxMapped, Geometry, _midpoints, box_distance,
+from jno_flax.geometry._geometry import (BoundarySample, BoxMapped, Geometry, _midpoints, box_distance,
                                 box_grid, box_smooth_distance, polyline_distance,
                                 polyline_smooth_distance)
 

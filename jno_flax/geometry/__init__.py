@@ -12,7 +12,7 @@
 
 ``a - b`` (difference), ``a | b`` (union) and ``a & b`` (intersection) combine geometries of
 the same dimension; :func:`jno_flax.domain.from_geometry` samples points of any geometry.
-Signed distances are positive inside (see :mod:`jno_flax._csg` for booleans).
+Signed distances are positive inside (see :mod:`jno_flax.geometry._csg` for booleans).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import numbers
 
 import numpy as np
 
-from jno_flax._csg import Boolean
-from jno_flax._geometry import Geometry
-from jno_flax._polytopes import Box, Hypercube, Interval, Rect, Segments
-from jno_flax._round_shapes import Ball, Disk, Ellipse
+from jno_flax.geometry._csg import Boolean
+from jno_flax.geometry._geometry import Geometry
+from jno_flax.geometry._polytopes import Box, Hypercube, Interval, Rect, Segments
+from jno_flax.geometry._round_shapes import Ball, Disk, Ellipse
 
 __all__ = ["Geometry", "Boolean", "interval", "rect", "box", "disk", "ellipse", "ball",
            "sphere", "hypercube", "polygon", "lshape", "check_range"]

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jno_flax._layers import activation as _activation
-from jno_flax._layers import check_sizes, check_width, dense, dense_kwargs
+from jno_flax.nn._layers import activation as _activation
+from jno_flax.nn._layers import check_sizes, check_width, dense, dense_kwargs
 
 Activation = str | Callable[[jax.Array], jax.Array]
 
@@ -20,7 +20,7 @@ class MLP(nnx.Module):
     The hidden layers are ``self.layers`` and the last one is ``self.output_layer`` (so
     ``nnx.PathContains("output_layer")`` selects it). Weights use Glorot-normal
     initialisation, biases zeros; ``rwf=(mean, std)`` factorises every kernel
-    (:class:`~jno_flax._layers.RWFLinear`, jaxpi's default is ``(1.0, 0.1)``). ``activation``
+    (:class:`~jno_flax.nn._layers.RWFLinear`, jaxpi's default is ``(1.0, 0.1)``). ``activation``
     is a callable or a name (``"tanh"``, ``"sin"``, ``"gelu"``, ...). Accepts unbatched
     ``(in_features,)`` or batched ``(..., in_features)`` inputs. Parameters are
     ``param_dtype``, by default the default float dtype (float64 under ``jax_enable_x64``,

@@ -8,11 +8,11 @@ network). Neural operators: :class:`DeepONet` (branch and trunk nets, per point)
 family of input functions (:mod:`jno_flax.functions`).
 """
 
-from jno_flax._embeddings import FourierFeatures, PeriodicEmbedding
-from jno_flax._layers import ACTIVATIONS, RWFLinear, Sequential
-from jno_flax._mlp import MLP, ModifiedMLP
-from jno_flax._operators import FNO, DeepONet, SpectralConv
-from jno_flax._piratenet import PirateBlock, PirateNet
+from jno_flax.nn._embeddings import FourierFeatures, PeriodicEmbedding
+from jno_flax.nn._layers import ACTIVATIONS, RWFLinear, Sequential
+from jno_flax.nn._mlp import MLP, ModifiedMLP
+from jno_flax.nn._operators import FNO, DeepONet, SpectralConv
+from jno_flax.nn._piratenet import PirateBlock, PirateNet
 from jno_flax._trainable import Model, Parameter, ParameterModule, Trainable, wrap
 
 __all__ = ["ACTIVATIONS", "DeepONet", "FNO", "FourierFeatures", "MLP", "Model", "ModifiedMLP",

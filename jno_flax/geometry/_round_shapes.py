@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jno_flax._geometry import BoundarySample, Geometry, _midpoints, box_grid, safe_norm
+from jno_flax.geometry._geometry import BoundarySample, Geometry, _midpoints, box_grid, safe_norm
 
 
 class Ellipse(Geometry):

@@ -3,7 +3,7 @@
 A geometry maps samples of the unit cube to points. Boundaries are unions of named pieces
 (segments, faces, arcs), sampled in proportion to their size, with outward unit normals.
 Geometries combine with ``a - b`` (difference), ``a | b`` (union) and ``a & b``
-(intersection); see :mod:`jno_flax._csg`.
+(intersection); see :mod:`jno_flax.geometry._csg`.
 
 Signed distances are **positive inside**, zero on the boundary and negative outside, so that
 ``u = g + d * net`` imposes ``u = g`` on the boundary.
@@ -204,15 +204,15 @@ class Geometry:
         return out
 
     def __sub__(self, other):
-        from jno_flax._csg import Boolean
+        from jno_flax.geometry._csg import Boolean
         return Boolean("difference", self, other)
 
     def __or__(self, other):
-        from jno_flax._csg import Boolean
+        from jno_flax.geometry._csg import Boolean
         return Boolean("union", self, other)
 
     def __and__(self, other):
-        from jno_flax._csg import Boolean
+        from jno_flax.geometry._csg import Boolean
         return Boolean("intersection", self, other)
 
     def __repr__(self) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 from flax import nnx
 
 from jno_flax._checks import positive_number
-from jno_flax._layers import check_sizes, check_width, default_rngs, float_dtype
+from jno_flax.nn._layers import check_sizes, check_width, default_rngs, float_dtype
 
 
 class FourierFeatures(nnx.Module):

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 from scipy.stats import qmc
 
-from jno_flax._geometry import (BoundarySample, BoxMapped, Geometry, _unique, box_grid,
+from jno_flax.geometry._geometry import (BoundarySample, BoxMapped, Geometry, _unique, box_grid,
                                 object_array, r_and, r_or)
 
 #: quasi-random points of the bounding box used to estimate a boolean's area

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jno_flax._embeddings import FourierFeatures
-from jno_flax._layers import activation as _activation
-from jno_flax._layers import (check_sizes, check_width, dense, dense_kwargs, float_dtype,
+from jno_flax.nn._embeddings import FourierFeatures
+from jno_flax.nn._layers import activation as _activation
+from jno_flax.nn._layers import (check_sizes, check_width, dense, dense_kwargs, float_dtype,
                               set_affine, widths)
-from jno_flax._mlp import Activation
+from jno_flax.nn._mlp import Activation
 
 
 class PirateBlock(nnx.Module):

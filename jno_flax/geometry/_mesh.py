@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from jno_flax._geometry import (BoundarySample, Geometry, object_array, polyline_distance,
+from jno_flax.geometry._geometry import (BoundarySample, Geometry, object_array, polyline_distance,
                                 segment_distance)
 
 #: gmsh element types -> nodes per element, by dimension (higher orders use their corners)

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jno_flax._layers import activation as _activation
-from jno_flax._layers import check_sizes, default_rngs, float_dtype
+from jno_flax.nn._layers import activation as _activation
+from jno_flax.nn._layers import check_sizes, default_rngs, float_dtype
 
 
 class DeepONet(nnx.Module):
