@@ -14,7 +14,7 @@ from jno_flax._expr import Expr
 from jno_flax._pointset import PointSet, Variable
 from jno_flax._sampling import (check_drawn, check_resamplable, point_data_users, step_key,
                                 uniform_points)
-from jno_flax.callbacks._callback import Callback, StateUpdate
+from jno_flax.callbacks._callback import Callback, ChunkMetrics, StateUpdate
 from jno_flax.callbacks._strategies import RAD, RARD, SHORTHANDS, Draw, ResamplingStrategy
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,7 +133,8 @@ class ResamplePoints(Callback):
                                                      points.dtype))
             check_drawn(probe(jax.random.PRNGKey(0)), self.pointset, type(self).__name__)
 
-    def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem", chunk) -> None:
+    def on_train_chunk_end(self, trainer: "Trainer", problem: "Problem",
+                           chunk: ChunkMetrics) -> None:
         if self._rejects:
             check_drawn(trainer.state.extras[self._key], self.pointset,
                         f"{type(self).__name__} (steps {int(chunk.steps[0])}.."

@@ -17,7 +17,8 @@ def seed_everything(seed: int) -> int:
     initial weights of ``jno.nn.MLP`` built without ``rngs=``, and the PRNG key of every
     ``Trainer`` built without ``seed=`` (mini-batches, resampling, stochastic balancers).
 
-    Returns ``seed``, an integer from 0 to 2**32 - 1. Call it first, before building domains, networks and trainers.
+    Returns ``seed``, an integer from 0 to 2**32 - 1. Call it first, before building domains,
+    networks and trainers.
 
     >>> seed_everything(1)
     1

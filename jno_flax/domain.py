@@ -291,7 +291,8 @@ def coordinate_names(dim: int) -> tuple[str, ...]:
 
 def gmsh_session():
     """A context in which gmsh is initialised (quiet) and then finalised, keeping the
-    process's handling of SIGPIPE (gmsh resets it); see :func:`jno_flax.geometry._mesh.gmsh_session`.
+    process's handling of SIGPIPE (gmsh resets it); see
+    :func:`jno_flax.geometry._mesh.gmsh_session`.
 
     >>> with jno.domain.gmsh_session() as gmsh:
     ...     square = gmsh.model.occ.addRectangle(0, 0, 0, 1, 1)

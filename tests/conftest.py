@@ -1,7 +1,20 @@
-"""Shared fixtures: a tiny Poisson-like problem that trains in well under a second."""
+"""Shared fixtures: a tiny Poisson-like problem that trains in well under a second; and one
+persistent JAX compilation cache for the whole test session.
+
+Many tests compile the same programs (the tiny problem's chunks, the same optimizers): with
+the cache, a second compilation of a program is a read. The cache lives in a fresh temporary
+folder for this session only (removed at exit), and the processes the tests start (examples,
+several processes) share it through ``JAX_COMPILATION_CACHE_DIR``.
+"""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
+import jax
 import jax.numpy as jnp
 import optax
 import pytest
@@ -9,6 +22,21 @@ from flax import nnx
 
 import jno_flax as jno
 import jno_flax.numpy as jnn
+
+
+def _compilation_cache() -> str:
+    """A fresh persistent compilation cache for this session (and the processes it starts)."""
+    folder = tempfile.mkdtemp(prefix="jno-flax-tests-jax-cache-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return folder
+
+
+_CACHE = _compilation_cache()
 
 
 class TinyProblem:

@@ -83,6 +83,8 @@ class Loop:
         """The earliest step after which a callback will stop training, or ``None``; with
         several processes, the earliest any of them asks for."""
         t = self.trainer
+        if not self.stoppers:   # the same callbacks on every process: none asks anywhere
+            return None
         step = min((s for cb in self.stoppers
                     if (s := protocol.stopping_step(cb, t, chunk)) is not None), default=None)
         return t.processes.agree_stop(step) if t.processes.several else step

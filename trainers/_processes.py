@@ -15,10 +15,11 @@ agreements:
 * a ``ckpt_path`` is resolved by every process, which must all find the same checkpoint (a
   directory that only some processes can read is an error on all);
 * after each chunk, the step after which callbacks end it (``stopping_step``) is the earliest
-  any process asks for, on all of them; then a stop asked on one process (a callback's ``trainer.stop``, SIGINT) stops
-  every process at the same step, and SIGTERM on any process (a preemption notice, caught by
-  JAX's preemption notifier) makes ``multihost_utils.reached_preemption_sync_point`` true on
-  every process at the same chunk boundary: all save there and exit.
+  any process asks for, on all of them; then a stop asked on one process (a callback's
+  ``trainer.stop``, SIGINT) stops every process at the same step, and SIGTERM on any process
+  (a preemption notice, caught by JAX's preemption notifier) makes
+  ``multihost_utils.reached_preemption_sync_point`` true on every process at the same chunk
+  boundary: all save there and exit.
 
 With one process none of this runs.
 """
@@ -26,6 +27,7 @@ With one process none of this runs.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 import signal
@@ -127,7 +129,6 @@ def callback_settings(cb: Any) -> dict[str, Any]:
     attributes of the same name (objects such as a resampling strategy by their own public
     attributes; optax transforms, expressions and functions by their type: the problem and
     optimizer digests compare those)."""
-    import inspect
     params = [n for n, p in inspect.signature(type(cb).__init__).parameters.items()
               if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     return {n: _described(getattr(cb, n)) for n in params if hasattr(cb, n)}

@@ -52,24 +52,26 @@ def next_boundary(cb: "Callback", trainer: "Trainer", step: int) -> int | None:
     return at
 
 
+def _state(cb: "Callback", call: str, got: Any, given: str) -> TrainState:
+    """``got`` when it is a ``TrainState``; else an error naming ``call``."""
+    if not isinstance(got, TrainState):
+        raise TypeError(_wrong(cb, call, got, f"a TrainState (the `{given}` given, or "
+                                              f"`{given}.replace(...)`)"))
+    return got
+
+
 def enter_chunk(cb: "Callback", trainer: "Trainer", state: TrainState, step: int
                 ) -> TrainState:
     """``cb.enter_chunk(trainer, state, step)``: a ``TrainState``."""
-    got = cb.enter_chunk(trainer, state, step)
-    if not isinstance(got, TrainState):
-        raise TypeError(_wrong(cb, f"enter_chunk(trainer, state, {step})", got,
-                               "a TrainState (the `state` given, or `state.replace(...)`)"))
-    return got
+    return _state(cb, f"enter_chunk(trainer, state, {step})",
+                  cb.enter_chunk(trainer, state, step), "state")
 
 
 def restore_target(cb: "Callback", trainer: "Trainer", target: TrainState, step: int
                    ) -> TrainState:
     """``cb.restore_target(trainer, target, step)``: a ``TrainState``."""
-    got = cb.restore_target(trainer, target, step)
-    if not isinstance(got, TrainState):
-        raise TypeError(_wrong(cb, f"restore_target(trainer, target, {step})", got,
-                               "a TrainState (the `target` given, or `target.replace(...)`)"))
-    return got
+    return _state(cb, f"restore_target(trainer, target, {step})",
+                  cb.restore_target(trainer, target, step), "target")
 
 
 def stopping_step(cb: "Callback", trainer: "Trainer", chunk: Any) -> int | None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from jno_flax.geometry._geometry import (BoundarySample, BoxMapped, Geometry, _midpoints, box_distance,
-                                box_grid, box_smooth_distance, polyline_distance,
-                                polyline_smooth_distance)
+from jno_flax.geometry._geometry import (BoundarySample, BoxMapped, Geometry, _midpoints,
+                                         box_distance, box_grid, box_smooth_distance,
+                                         polyline_distance, polyline_smooth_distance)
 
 
 class Segments(BoxMapped, Geometry):
