@@ -15,6 +15,7 @@ A checkpoint is an orbax composite directory ``<dirpath>/[<filename>_]<step>`` o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -305,7 +306,7 @@ def read_metadata(path: str) -> dict[str, Any]:
     if metadata["step"] < 0:
         raise ValueError(f"the metadata of {path!r} has a negative step {metadata['step']}")
     score = metadata.get("score")
-    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+    if score is not None and not _number(score):
         raise ValueError(f"the metadata of {path!r} has score={score!r}; expected a number "
                          "or null")
     run_id = metadata.get("run_id")
@@ -381,6 +382,37 @@ def _read(path: str, target) -> dict[str, Any]:
     return dict(restored.items())
 
 
+class _Unreadable(Exception):
+    """A checkpoint that cannot be read; its ``__cause__`` says why."""
+
+
+@contextlib.contextmanager
+def _reading():
+    """Reading a checkpoint: what :data:`READ_ERRORS` holds becomes :class:`_Unreadable`."""
+    try:
+        yield
+    except READ_ERRORS as err:
+        raise _Unreadable from err
+
+
+def _load(path: str, problem: "Problem", state_for: Callable[[int, str | None], "TrainState"]
+          ) -> dict[str, Any]:
+    """Every item of the checkpoint at ``path`` for ``problem`` (see :func:`restore`). What
+    the reads raise is :class:`_Unreadable`; the problem's side (``state_for``, its
+    fingerprint) raises its own errors, never counted as damage."""
+    with _reading():
+        metadata = read_metadata(path)
+    state = state_for(int(metadata["step"]), metadata.get("precision"))
+    current = fingerprint(problem, state)
+    with _reading():   # a fingerprint of the wrong shape is damage too
+        mismatch = fingerprint_mismatch(metadata["fingerprint"], current)
+    if mismatch:
+        raise ValueError(f"checkpoint {path!r} does not match this problem; nothing was "
+                         f"restored. Differences: {mismatch}")
+    with _reading():
+        return _read(path, jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
+
+
 def _denied(err: BaseException) -> bool:
     """``err`` (or an error it was raised from) is a refused permission (``EACCES``,
     ``EPERM``), also as orbax and TensorStore word it in their own exceptions."""
@@ -431,27 +463,9 @@ def restore(ckpt_path: str, checkpoints: list["ModelCheckpoint"], problem: "Prob
     skipped: list[str] = []
     for i, path in enumerate(candidates):
         try:
-            metadata = read_metadata(path)
-        except READ_ERRORS as err:
-            _damaged(path, err, candidates[i + 1:])
-            skipped.append(path)
-            continue
-        # the problem's side: errors here are the program's, never damage
-        state = state_for(int(metadata["step"]), metadata.get("precision"))
-        current = fingerprint(problem, state)
-        try:
-            mismatch = fingerprint_mismatch(metadata["fingerprint"], current)
-        except READ_ERRORS as err:   # a fingerprint of the wrong shape
-            _damaged(path, err, candidates[i + 1:])
-            skipped.append(path)
-            continue
-        if mismatch:
-            raise ValueError(f"checkpoint {path!r} does not match this problem; nothing was "
-                             f"restored. Differences: {mismatch}")
-        try:
-            items = _read(path, jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
-        except READ_ERRORS as err:
-            _damaged(path, err, candidates[i + 1:])
+            items = _load(path, problem, state_for)
+        except _Unreadable as err:
+            _damaged(path, err.__cause__, candidates[i + 1:])
             skipped.append(path)
             continue
         checkpoint = {**items["extra"], "metadata": items["metadata"],

@@ -127,12 +127,18 @@ def test_a_changed_point_count_is_a_mismatch_naming_the_points_and_nothing_is_de
     assert _mtimes(ck) == before
 
 
-def test_metadata_of_the_wrong_type_counts_as_damage(tmp_path):
+def _newest_metadata_changed(tmp_path, **changes):
+    """Checkpoints of steps 10 and 20 in ``tmp_path / "ck"``, the metadata of 20 changed;
+    returns the directory and that metadata file."""
     ck = tmp_path / "ck"
     _fit(TinyProblem().core(), 20, ModelCheckpoint(ck, every_n_train_steps=10, save_top_k=-1))
     meta = ck / "20" / "metadata" / "metadata"
-    data = json.loads(meta.read_text())
-    meta.write_text(json.dumps({**data, "step": "twenty"}))
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), **changes}))
+    return ck, meta
+
+
+def test_metadata_of_the_wrong_type_counts_as_damage(tmp_path):
+    ck, meta = _newest_metadata_changed(tmp_path, step="twenty")
     crux = TinyProblem().core()
     with pytest.warns(RuntimeWarning, match=r"checkpoint '.*/20' is damaged or incomplete "
                                             r"\(ValueError: the metadata of .* has "
@@ -264,10 +270,7 @@ def test_a_directory_removed_under_an_async_save_is_an_oserror_naming_the_step(t
 ], ids=["wall_time_str", "wall_time_nan", "wall_time_negative", "history_order",
         "skipped_steps"])
 def test_history_metadata_of_the_wrong_type_counts_as_damage(key, value, expected, tmp_path):
-    ck = tmp_path / "ck"
-    _fit(TinyProblem().core(), 20, ModelCheckpoint(ck, every_n_train_steps=10, save_top_k=-1))
-    meta = ck / "20" / "metadata" / "metadata"
-    meta.write_text(json.dumps({**json.loads(meta.read_text()), key: value}))
+    ck, _ = _newest_metadata_changed(tmp_path, **{key: value})
     crux = TinyProblem().core()
     with pytest.warns(RuntimeWarning, match=rf"checkpoint '.*/20' is damaged or incomplete "
                                             rf"\(ValueError: the metadata of .* has {key}=.*; "
